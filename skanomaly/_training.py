@@ -1,0 +1,221 @@
+"""The single skorch glue of skanomaly.
+
+Every detector trains its network through :class:`ImageNet`, a
+:class:`skorch.NeuralNet` for unlabelled image batches.  A detector supplies a
+pure :class:`torch.nn.Module`, a criterion module called as
+``criterion(y_pred, X_batch)``, and a :class:`torch.utils.data.Dataset`; it may
+override :meth:`ImageNet.train_step` (adversarial methods) in a subclass.  The
+estimator holds the net as a fitted attribute (``net_``); it never subclasses
+``NeuralNet``.
+
+:func:`make_net` wires the parameters every detector shares (``max_epochs``,
+``batch_size``, ``lr``, ``device``, ``callbacks``, ``validation_fraction``,
+``verbose``), so that skorch's callbacks (progress bar, early stopping,
+checkpoints, learning-rate schedulers) reach users unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback, ProgressBar
+from skorch.dataset import ValidSplit
+from skorch.utils import to_device
+
+__all__ = [
+    "ImageNet",
+    "TensorDataset",
+    "TrainingDivergedError",
+    "FiniteLossGuard",
+    "make_net",
+    "resolve_device",
+    "seeded",
+]
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when a training loss becomes NaN, infinite or explodes."""
+
+
+class FiniteLossGuard(Callback):
+    """Stop training with a clear error when the loss diverges.
+
+    Parameters
+    ----------
+    max_loss : float, default=1e8
+        A finite batch loss above this value also counts as divergence.
+    """
+
+    def __init__(self, max_loss=1e8):
+        self.max_loss = max_loss
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        if not training:
+            return
+        loss = net.history[-1, "batches", -1].get("train_loss")
+        if loss is None:
+            return
+        if not math.isfinite(loss) or abs(loss) > self.max_loss:
+            epoch = len(net.history)
+            raise TrainingDivergedError(
+                f"Training diverged in epoch {epoch}: the batch loss is {loss!r}. "
+                f"Lower lr, check the input images, or change random_state."
+            )
+
+
+class TensorDataset(torch.utils.data.Dataset):
+    """Unlabelled samples from an array, returned as float32 tensors.
+
+    Parameters
+    ----------
+    data : ndarray or Tensor
+        Samples along the first axis; any float dtype (float16 caches are
+        converted per item, so the cache stays small).
+    transform : callable, default=None
+        Optional ``transform(sample, index)`` applied to each float32 sample.
+    """
+
+    def __init__(self, data, transform=None):
+        self.data = data
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        item = self.data[i]
+        if not isinstance(item, torch.Tensor):
+            item = torch.from_numpy(np.asarray(item))
+        item = item.to(torch.float32)
+        if self.transform is not None:
+            item = self.transform(item, i)
+        # skorch unpacks (X, y); y is a placeholder for unlabelled training.
+        return item, torch.zeros(())
+
+
+class ImageNet(NeuralNet):
+    """A :class:`skorch.NeuralNet` that trains on unlabelled image batches.
+
+    ``y`` is ignored; the loss is ``criterion(y_pred, X_batch)`` where
+    ``X_batch`` is the batch on the net's device.  Subclasses for adversarial
+    methods override :meth:`train_step` and register extra modules and
+    optimizers in ``initialize_module``/``initialize_optimizer`` as skorch
+    documents.
+    """
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        X = to_device(X, self.device)
+        return self.criterion_(y_pred, X)
+
+    def fit(self, X, y=None, **fit_params):
+        return super().fit(X, None, **fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        return super().partial_fit(X, None, classes=classes, **fit_params)
+
+
+def resolve_device(device):
+    """Map ``"auto"`` to ``"cuda"`` when available, else ``"cpu"``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+
+    Returns
+    -------
+    device : str
+    """
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a valid torch device.") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            f"machine; use device='auto' or 'cpu'."
+        )
+    return device
+
+
+def runtime_device(device):
+    """The device to run a fitted model on: its own, or the CPU when that is gone."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        return "cpu"
+    return device
+
+
+@contextlib.contextmanager
+def seeded(seed, device="cpu"):
+    """Run a block with torch's global RNGs seeded, restoring them afterwards."""
+    devices = []
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def make_net(
+    estimator,
+    module,
+    criterion,
+    *,
+    net_class=ImageNet,
+    optimizer=torch.optim.Adam,
+    **kwargs,
+):
+    """Build the skorch net of a detector from its shared parameters.
+
+    Parameters
+    ----------
+    estimator : BaseDetector
+        Supplies ``max_epochs``, ``batch_size``, ``lr``, ``device_``,
+        ``callbacks``, ``validation_fraction``, ``verbose`` and ``_seed_``.
+    module, criterion : torch.nn.Module (instances or classes)
+        The pure network and its loss ``criterion(y_pred, X_batch)``.
+    net_class : type, default=ImageNet
+        An :class:`ImageNet` subclass (e.g. with an adversarial train step).
+    optimizer : type, default=torch.optim.Adam
+    **kwargs
+        Further skorch parameters (``optimizer__betas``, ``module__...``).
+
+    Returns
+    -------
+    net : ImageNet
+        Not yet initialised.
+    """
+    callbacks = [("finite_loss", FiniteLossGuard())]
+    if estimator.verbose:
+        callbacks.append(("progress_bar", ProgressBar()))
+    for i, cb in enumerate(estimator.callbacks or ()):
+        callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
+    fraction = getattr(estimator, "validation_fraction", None)
+    train_split = (
+        ValidSplit(fraction, stratified=False, random_state=estimator._seed_)
+        if fraction
+        else None
+    )
+    params = dict(
+        module=module,
+        criterion=criterion,
+        optimizer=optimizer,
+        lr=estimator.lr,
+        max_epochs=estimator.max_epochs,
+        batch_size=estimator.batch_size,
+        device=estimator.device_,
+        train_split=train_split,
+        iterator_train__shuffle=True,
+        callbacks=callbacks,
+        verbose=int(estimator.verbose),
+    )
+    params.update(kwargs)
+    return net_class(**params)

@@ -1,0 +1,5 @@
+"""DFR: deep feature reconstruction (``dfr.md``)."""
+
+from ._estimator import DFRDetector
+
+__all__ = ["DFRDetector"]

@@ -1,0 +1,335 @@
+"""The single input-validation path of skanomaly.
+
+Every detector accepts images in the layouts of the public contract and turns
+them into float tensors ``(b, C, H, W)`` in ``[0, 1]`` through
+:func:`check_images`.  Validation inspects the raw array once (shape, dtype,
+finiteness, value range); the conversion to float tensors happens batch by
+batch in :meth:`ImageSet.batches`, so scoring memory does not grow with the
+number of images.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ImageSet", "check_images", "check_image_shape"]
+
+# Finiteness/range checks run over chunks of this many elements so that a
+# large batch never needs a full-size boolean temporary.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def check_image_shape(image_shape):
+    """Validate the ``image_shape`` constructor parameter.
+
+    Parameters
+    ----------
+    image_shape : tuple of int or None
+        ``(H, W)`` or ``(H, W, C)``.  One of ``H``/``W`` may be ``-1`` and is
+        then inferred from the number of features, as in :func:`numpy.reshape`.
+
+    Returns
+    -------
+    image_shape : tuple of int or None
+    """
+    if image_shape is None:
+        return None
+    if isinstance(image_shape, (str, bytes)) or not hasattr(image_shape, "__len__"):
+        raise TypeError(
+            f"image_shape must be a tuple (H, W) or (H, W, C), got {image_shape!r}."
+        )
+    shape = tuple(image_shape)
+    if len(shape) not in (2, 3) or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape
+    ):
+        raise ValueError(
+            f"image_shape must be a tuple of 2 or 3 integers (H, W) or (H, W, C), "
+            f"got {image_shape!r}."
+        )
+    h, w = shape[:2]
+    if any(s == 0 or s < -1 for s in (h, w)) or (h == -1 and w == -1):
+        raise ValueError(
+            f"image_shape height/width must be positive (one of them may be -1), "
+            f"got {image_shape!r}."
+        )
+    if len(shape) == 3 and shape[2] not in (1, 3):
+        raise ValueError(
+            f"image_shape channel count must be 1 or 3, got {shape[2]} in {image_shape!r}."
+        )
+    return tuple(int(s) for s in shape)
+
+
+@dataclass
+class ImageSet:
+    """Validated images, converted to float tensors lazily, batch by batch.
+
+    Attributes
+    ----------
+    data : ndarray or Tensor
+        The validated raw images, ``(n, H, W, C)`` for arrays (channels last)
+        or ``(n, C, H, W)`` for tensors (channels first).
+    channels_last : bool
+        Layout of ``data``.
+    scale : float
+        Divisor that maps raw values to ``[0, 1]`` (255 for integer images).
+    flat : bool
+        Whether the input was flattened 2-D ``(n, n_features)``; outputs of
+        ``transform`` follow this layout.
+    """
+
+    data: object
+    channels_last: bool
+    scale: float
+    flat: bool
+
+    @property
+    def n_images(self):
+        return int(self.data.shape[0])
+
+    @property
+    def height(self):
+        return int(self.data.shape[1] if self.channels_last else self.data.shape[2])
+
+    @property
+    def width(self):
+        return int(self.data.shape[2] if self.channels_last else self.data.shape[3])
+
+    @property
+    def n_channels(self):
+        return int(self.data.shape[3] if self.channels_last else self.data.shape[1])
+
+    @property
+    def n_features(self):
+        return self.height * self.width * self.n_channels
+
+    def __len__(self):
+        return self.n_images
+
+    def tensor(self, start=0, stop=None, device=None):
+        """Images ``start:stop`` as a float32 tensor ``(b, C, H, W)`` in [0, 1]."""
+        chunk = self.data[start:stop]
+        if isinstance(chunk, torch.Tensor):
+            t = chunk.detach()
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(chunk))
+        if device is not None:
+            t = t.to(device)
+        t = t.to(torch.float32)
+        if self.scale != 1.0:
+            t = t / self.scale
+        if self.channels_last:
+            t = t.permute(0, 3, 1, 2)
+        return t.contiguous()
+
+    def to_tensor(self, device=None):
+        """All images as one float32 tensor ``(n, C, H, W)`` in [0, 1]."""
+        return self.tensor(0, None, device)
+
+    def batches(self, batch_size, device=None):
+        """Yield float32 tensors ``(b, C, H, W)`` of at most ``batch_size`` images."""
+        for start in range(0, self.n_images, batch_size):
+            yield self.tensor(start, start + batch_size, device)
+
+    def subset(self, indices):
+        """A new :class:`ImageSet` holding the images at ``indices``."""
+        idx = np.asarray(indices)
+        data = self.data[torch.as_tensor(idx)] if isinstance(self.data, torch.Tensor) else self.data[idx]
+        return ImageSet(data, self.channels_last, self.scale, self.flat)
+
+
+def _as_array(X, name):
+    """Turn a list/tuple of images into one array, refusing ragged input."""
+    if len(X) == 0:
+        raise ValueError(f"{name} is an empty list: at least one image is required.")
+    arrays = []
+    for i, item in enumerate(X):
+        if item is None:
+            raise TypeError(f"{name}[{i}] is None; expected an image array.")
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().numpy()
+        a = np.asarray(item)
+        arrays.append(a)
+    first = arrays[0].shape
+    for i, a in enumerate(arrays):
+        if a.shape != first:
+            raise ValueError(
+                f"{name} is a ragged list of images: image 0 has shape {first} but "
+                f"image {i} has shape {a.shape}; all images must have the same size."
+            )
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) > 1:
+        arrays = [a.astype(np.result_type(*dtypes)) for a in arrays]
+    return np.stack(arrays)
+
+
+def _check_dtype(dtype, name):
+    kind = dtype.kind
+    if kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {dtype}.")
+    if kind == "b":
+        raise TypeError(
+            f"{name} has boolean dtype; images must be uint8 (0-255) or float (0-1)."
+        )
+    if kind not in "uif":
+        raise TypeError(
+            f"{name} has dtype {dtype!r}; images must be numeric arrays: uint8 "
+            f"(0-255) or float (0-1)."
+        )
+
+
+def _check_values(data, name, is_float):
+    """Reject NaN/inf and values outside the dtype's documented range."""
+    flat = data.reshape(-1)
+    lo, hi = np.inf, -np.inf
+    for start in range(0, flat.shape[0], _CHUNK_ELEMENTS):
+        chunk = flat[start : start + _CHUNK_ELEMENTS]
+        if isinstance(chunk, torch.Tensor):
+            chunk = chunk.detach().cpu().numpy()
+        if is_float:
+            if np.isnan(chunk).any():
+                raise ValueError(f"Input {name} contains NaN.")
+            if np.isinf(chunk).any():
+                raise ValueError(f"Input {name} contains infinity or a value too large.")
+        lo = min(lo, float(chunk.min()))
+        hi = max(hi, float(chunk.max()))
+    if is_float and (lo < 0.0 or hi > 1.0):
+        raise ValueError(
+            f"{name} holds float values in [{lo:.4g}, {hi:.4g}]; float images must lie "
+            f"in [0, 1] (divide 0-255 data by 255, or pass uint8)."
+        )
+    if not is_float and (lo < 0 or hi > 255):
+        raise ValueError(
+            f"{name} holds integer values in [{lo:.0f}, {hi:.0f}]; integer images must "
+            f"lie in [0, 255] (uint8 range)."
+        )
+
+
+def check_images(X, *, image_shape=None, name="X"):
+    """Validate a batch of images in any layout of the public contract.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor
+        One of: ``(n, H, W)`` grayscale; ``(n, H, W, C)`` with ``C`` in {1, 3}
+        (channels last); a list of such arrays of equal shape; a torch tensor
+        ``(n, C, H, W)`` (channels first); a 2-D ``(n, n_features)`` array of
+        flattened images when ``image_shape`` is given.  ``uint8`` (or any
+        integer dtype) means 0-255; floats mean 0-1.
+    image_shape : tuple or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` used to unflatten 2-D input.
+    name : str, default="X"
+        Name used in error messages.
+
+    Returns
+    -------
+    images : ImageSet
+        The validated images.
+
+    Raises
+    ------
+    TypeError
+        ``X`` is None, a string, an object/boolean array or otherwise not images.
+    ValueError
+        Wrong number of dimensions, a channel count other than 1 or 3, an empty
+        batch, NaN or inf, values out of range for the dtype, ragged lists, or
+        flattened input without (or inconsistent with) ``image_shape``.
+    """
+    if X is None:
+        raise TypeError(f"{name} is None; expected a batch of images.")
+    if isinstance(X, (str, bytes)):
+        raise TypeError(f"{name} is a string; expected a batch of images.")
+    image_shape = check_image_shape(image_shape)
+
+    if isinstance(X, torch.Tensor):
+        if X.dtype.is_complex:
+            raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}.")
+        if X.dtype == torch.bool:
+            raise TypeError(f"{name} has boolean dtype; images must be uint8 or float.")
+        if X.ndim != 4:
+            raise ValueError(
+                f"A torch tensor {name} must be 4-D (n, C, H, W) channels first; got "
+                f"{X.ndim}-D with shape {tuple(X.shape)}."
+            )
+        data = X.detach().cpu()
+        n, c, h, w = data.shape
+        if c not in (1, 3):
+            raise ValueError(
+                f"{name} has {c} channels (axis 1 of an (n, C, H, W) tensor); only 1 "
+                f"(grayscale) or 3 (RGB) are supported."
+            )
+        _check_nonempty(n, h, w, name)
+        is_float = data.dtype.is_floating_point
+        _check_values(data, name, is_float)
+        return ImageSet(data, False, 1.0 if is_float else 255.0, False)
+
+    if isinstance(X, (list, tuple)):
+        X = _as_array(X, name)
+    elif not isinstance(X, np.ndarray):
+        if hasattr(X, "__array__") or hasattr(X, "__len__"):
+            X = np.asarray(X)
+        else:
+            raise TypeError(
+                f"{name} of type {type(X).__name__} is not a batch of images; pass a "
+                f"NumPy array, a list of arrays or a torch tensor."
+            )
+    _check_dtype(X.dtype, name)
+
+    flat = False
+    if X.ndim == 2:
+        if image_shape is None:
+            raise ValueError(
+                f"{name} is 2-D {X.shape}: flattened images need the detector's "
+                f"image_shape=(H, W) or (H, W, C) to be unflattened; images should be "
+                f"(n, H, W) or (n, H, W, C)."
+            )
+        X = _unflatten(X, image_shape, name)
+        flat = True
+    elif X.ndim == 3:
+        X = X[..., np.newaxis]
+    elif X.ndim != 4:
+        raise ValueError(
+            f"{name} has {X.ndim} dimensions (shape {X.shape}); expected images "
+            f"(n, H, W) or (n, H, W, C), or flattened (n, n_features) with image_shape."
+        )
+    n, h, w, c = X.shape
+    if c not in (1, 3):
+        raise ValueError(
+            f"{name} has {c} channels (last axis of shape {X.shape}); only 1 "
+            f"(grayscale) or 3 (RGB) are supported."
+        )
+    _check_nonempty(n, h, w, name)
+    is_float = X.dtype.kind == "f"
+    _check_values(X, name, is_float)
+    if X.dtype == np.float16:
+        X = X.astype(np.float32)
+    return ImageSet(X, True, 1.0 if is_float else 255.0, flat)
+
+
+def _check_nonempty(n, h, w, name):
+    if n == 0:
+        raise ValueError(f"{name} is an empty batch: 0 images; at least one is required.")
+    if h == 0 or w == 0:
+        raise ValueError(f"{name} has empty images of size {h}x{w}.")
+
+
+def _unflatten(X, image_shape, name):
+    n, n_features = X.shape
+    if n == 0:
+        raise ValueError(f"{name} is an empty batch: 0 images; at least one is required.")
+    h, w = image_shape[:2]
+    c = image_shape[2] if len(image_shape) == 3 else 1
+    if h == -1:
+        h = n_features // max(w * c, 1)
+    elif w == -1:
+        w = n_features // max(h * c, 1)
+    if h * w * c != n_features or h <= 0 or w <= 0:
+        raise ValueError(
+            f"{name} has {n_features} features per row, which image_shape="
+            f"{tuple(image_shape)} cannot unflatten (it implies H*W*C = "
+            f"{max(h, 0) * max(w, 0) * c})."
+        )
+    return X.reshape(n, h, w, c)
