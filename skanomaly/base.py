@@ -85,6 +85,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "verbose": ["verbose"],
         "image_shape": [tuple, list, None],
+        "value_range": [tuple, list, None],
         "callbacks": [list, tuple, None],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
     }
@@ -113,7 +114,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             The fitted detector.
         """
         self._validate_params()
-        images = check_images(X, image_shape=self.image_shape)
+        images = check_images(X, image_shape=self.image_shape, value_range=self.value_range)
         self.n_features_in_ = images.n_features
         self.input_shape_ = (images.height, images.width, images.n_channels)
         self.device_ = resolve_device(self.device)
@@ -143,7 +144,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     # -------------------------------------------------------------- scoring
     def _check_input(self, X):
         check_is_fitted(self)
-        images = check_images(X, image_shape=self.image_shape)
+        images = check_images(X, image_shape=self.image_shape, value_range=self.value_range)
         name = type(self).__name__
         if images.flat and images.n_features != self.n_features_in_:
             raise ValueError(
@@ -332,5 +333,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.input_tags.three_d_array = True
+        value_range = getattr(self, "value_range", None)
+        tags.input_tags.positive_only = value_range is None or value_range[0] >= 0
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags

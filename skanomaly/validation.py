@@ -14,9 +14,10 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 
-__all__ = ["ImageSet", "check_images", "check_image_shape"]
+__all__ = ["ImageSet", "check_images", "check_image_shape", "check_value_range"]
 
 # Finiteness/range checks run over chunks of this many elements so that a
 # large batch never needs a full-size boolean temporary.
@@ -76,6 +77,9 @@ class ImageSet:
         Layout of ``data``.
     scale : float
         Divisor that maps raw values to ``[0, 1]`` (255 for integer images).
+    shift : float
+        Subtracted before dividing by ``scale`` (the low end of
+        ``value_range``; 0 by default).
     flat : bool
         Whether the input was flattened 2-D ``(n, n_features)``; outputs of
         ``transform`` follow this layout.
@@ -85,6 +89,7 @@ class ImageSet:
     channels_last: bool
     scale: float
     flat: bool
+    shift: float = 0.0
 
     @property
     def n_images(self):
@@ -119,6 +124,8 @@ class ImageSet:
         if device is not None:
             t = t.to(device)
         t = t.to(torch.float32)
+        if self.shift != 0.0:
+            t = t - self.shift
         if self.scale != 1.0:
             t = t / self.scale
         if self.channels_last:
@@ -138,7 +145,7 @@ class ImageSet:
         """A new :class:`ImageSet` holding the images at ``indices``."""
         idx = np.asarray(indices)
         data = self.data[torch.as_tensor(idx)] if isinstance(self.data, torch.Tensor) else self.data[idx]
-        return ImageSet(data, self.channels_last, self.scale, self.flat)
+        return ImageSet(data, self.channels_last, self.scale, self.flat, self.shift)
 
 
 def _as_array(X, name):
@@ -181,7 +188,7 @@ def _check_dtype(dtype, name):
         )
 
 
-def _check_values(data, name, is_float):
+def _check_values(data, name, is_float, value_range=None):
     """Reject NaN/inf and values outside the dtype's documented range."""
     flat = data.reshape(-1)
     lo, hi = np.inf, -np.inf
@@ -196,6 +203,13 @@ def _check_values(data, name, is_float):
                 raise ValueError(f"Input {name} contains infinity or a value too large.")
         lo = min(lo, float(chunk.min()))
         hi = max(hi, float(chunk.max()))
+    if value_range is not None:
+        if lo < value_range[0] or hi > value_range[1]:
+            raise ValueError(
+                f"{name} holds values in [{lo:.4g}, {hi:.4g}], outside value_range="
+                f"{tuple(value_range)}."
+            )
+        return
     if is_float and (lo < 0.0 or hi > 1.0):
         raise ValueError(
             f"{name} holds float values in [{lo:.4g}, {hi:.4g}]; float images must lie "
@@ -208,7 +222,7 @@ def _check_values(data, name, is_float):
         )
 
 
-def check_images(X, *, image_shape=None, name="X"):
+def check_images(X, *, image_shape=None, value_range=None, name="X"):
     """Validate a batch of images in any layout of the public contract.
 
     Parameters
@@ -221,6 +235,10 @@ def check_images(X, *, image_shape=None, name="X"):
         integer dtype) means 0-255; floats mean 0-1.
     image_shape : tuple or None, default=None
         ``(H, W)`` or ``(H, W, C)`` used to unflatten 2-D input.
+    value_range : tuple (low, high) or None, default=None
+        Raw values that map to 0 and 1, for data of another range (12- or
+        16-bit sensors, depth maps, standardised features): values outside
+        it are rejected.  ``None``: integers mean 0-255, floats 0-1.
     name : str, default="X"
         Name used in error messages.
 
@@ -242,7 +260,12 @@ def check_images(X, *, image_shape=None, name="X"):
         raise TypeError(f"{name} is None; expected a batch of images.")
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{name} is a string; expected a batch of images.")
+    if scipy.sparse.issparse(X):
+        raise TypeError(
+            f"Sparse input is not supported: {name} must be a dense array of images."
+        )
     image_shape = check_image_shape(image_shape)
+    value_range = check_value_range(value_range)
 
     if isinstance(X, torch.Tensor):
         if X.dtype.is_complex:
@@ -263,8 +286,8 @@ def check_images(X, *, image_shape=None, name="X"):
             )
         _check_nonempty(n, h, w, name)
         is_float = data.dtype.is_floating_point
-        _check_values(data, name, is_float)
-        return ImageSet(data, False, 1.0 if is_float else 255.0, False)
+        _check_values(data, name, is_float, value_range)
+        return ImageSet(data, False, *_scaling(is_float, value_range, flat=False))
 
     if isinstance(X, (list, tuple)):
         X = _as_array(X, name)
@@ -290,6 +313,12 @@ def check_images(X, *, image_shape=None, name="X"):
         flat = True
     elif X.ndim == 3:
         X = X[..., np.newaxis]
+    elif X.ndim < 2:
+        raise ValueError(
+            f"{name} has {X.ndim} dimension(s) (shape {X.shape}); expected a batch of "
+            f"images (n, H, W) or (n, H, W, C). Reshape your data: a single image "
+            f"needs a leading batch axis, e.g. X[np.newaxis]."
+        )
     elif X.ndim != 4:
         raise ValueError(
             f"{name} has {X.ndim} dimensions (shape {X.shape}); expected images "
@@ -303,10 +332,33 @@ def check_images(X, *, image_shape=None, name="X"):
         )
     _check_nonempty(n, h, w, name)
     is_float = X.dtype.kind == "f"
-    _check_values(X, name, is_float)
+    _check_values(X, name, is_float, value_range)
     if X.dtype == np.float16:
         X = X.astype(np.float32)
-    return ImageSet(X, True, 1.0 if is_float else 255.0, flat)
+    return ImageSet(X, True, *_scaling(is_float, value_range, flat))
+
+
+def _scaling(is_float, value_range, flat):
+    """``(scale, flat, shift)`` arguments of :class:`ImageSet`."""
+    if value_range is not None:
+        lo, hi = value_range
+        return float(hi - lo), flat, float(lo)
+    return (1.0 if is_float else 255.0), flat, 0.0
+
+
+def check_value_range(value_range):
+    """Validate the ``value_range`` constructor parameter."""
+    if value_range is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"value_range must be a pair (low, high) of numbers, got {value_range!r}."
+        ) from exc
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"value_range must satisfy low < high, got {value_range!r}.")
+    return lo, hi
 
 
 def _check_nonempty(n, h, w, name):
@@ -320,6 +372,11 @@ def _unflatten(X, image_shape, name):
     n, n_features = X.shape
     if n == 0:
         raise ValueError(f"{name} is an empty batch: 0 images; at least one is required.")
+    if n_features == 0:
+        raise ValueError(
+            f"0 feature(s) (shape=({n}, 0)) while a minimum of 1 is required: {name} "
+            f"holds empty images."
+        )
     h, w = image_shape[:2]
     c = image_shape[2] if len(image_shape) == 3 else 1
     if h == -1:

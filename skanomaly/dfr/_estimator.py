@@ -95,6 +95,10 @@ class DFRDetector(BaseDetector):
     image_shape : tuple or None, default=None
         ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
         one of H/W may be -1.
+    value_range : tuple (low, high) or None, default=None
+        Raw values mapped to 0 and 1 for data of another range (e.g.
+        ``(0, 4095)`` for 12-bit images); ``None``: uint8 means 0-255 and
+        floats 0-1.
     callbacks : list of skorch callbacks or None, default=None
         Added to the training net (e.g. ``EarlyStopping``, ``Checkpoint``).
     validation_fraction : float or None, default=None
@@ -192,6 +196,7 @@ class DFRDetector(BaseDetector):
         contamination="auto",
         verbose=0,
         image_shape=None,
+        value_range=None,
         callbacks=None,
         validation_fraction=None,
     ):
@@ -212,6 +217,7 @@ class DFRDetector(BaseDetector):
         self.contamination = contamination
         self.verbose = verbose
         self.image_shape = image_shape
+        self.value_range = value_range
         self.callbacks = callbacks
         self.validation_fraction = validation_fraction
 

