@@ -197,4 +197,4 @@ def test_value_range_for_other_bit_depths(fitted):
     wide = factory(value_range=(0, 4080)).fit(X12)
     np.testing.assert_allclose(wide.score_samples(X12), det.score_samples(X), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="value_range"):
-        wide.score_samples(X12 + 100)
+        wide.score_samples(X12 + 1000)
