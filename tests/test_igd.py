@@ -40,6 +40,16 @@ from skanomaly.igd.torch_model import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # The CPU is shared: one intra-op thread avoids oversubscription, which
+    # slows these small convolutions by an order of magnitude.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _pair(n=3, size=64, noise=0.2, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 3, size, size, generator=g)
@@ -293,6 +303,7 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from skanomaly.igd import IGDDetector  # noqa: E402
+from tests.detectors import HAS_PRETRAINED  # noqa: E402
 
 SMALL = dict(teacher=None, image_size=32, beta=1.0, width=4, latent_dim=8, max_epochs=2, batch_size=8, random_state=0)
 
@@ -393,14 +404,46 @@ def test_learning_rate_decays_polynomially_to_zero(fitted):
     assert "critic_loss" in net.history[-1, "batches", -1]
 
 
+def test_training_step_alternates_and_the_critic_learns_its_targets(fitted):
+    import copy
+
+    det, X = fitted
+    net = copy.deepcopy(det.net_)
+    module_params = {id(p) for p in net.module_.parameters()}
+    critic_params = {id(p) for g in net.optimizer_critic_.param_groups for p in g["params"]}
+    assert critic_params == {id(p) for p in net.critic_.parameters()}
+    assert not critic_params & {id(p) for g in net.optimizer_.param_groups for p in g["params"]}
+    assert module_params == {id(p) for g in net.optimizer_.param_groups for p in g["params"]}
+    for opt in (net.optimizer_, net.optimizer_critic_):
+        for group in opt.param_groups:
+            group["lr"] = 1e-3
+    net._set_training(True)
+    module, branch = net.module_, net.module_.global_branch
+    x = module.normalize(torch.as_tensor(X[:8])[:, None].expand(-1, 3, -1, -1))
+    decoder_before = [p.clone() for p in branch.decoder.parameters()]
+    torch.manual_seed(0)
+    critic_losses = [float(net._branch_step("global", branch, x)[1]) for _ in range(20)]
+    # The critic approaches its targets (alpha on interpolants, 0 on the gamma-mix) ...
+    assert np.mean(critic_losses[-5:]) < 0.6 * np.mean(critic_losses[:5])
+    # ... while the auto-encoder trains too.
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, branch.decoder.parameters()))
+
+
 def test_both_branches_and_distillation():
+    pytest.importorskip("timm")
     rng = np.random.default_rng(0)
     X = rng.uniform(0.3, 0.7, size=(6, 48, 48, 3)).astype(np.float32)
     det = IGDDetector(
-        **{**SMALL, "beta": 0.5, "image_size": 48, "max_epochs": 1, "batch_size": 6},
-        teacher="efficientnet_lite0",
-        weights=None,
-        kd_iterations=30,
+        **{
+            **SMALL,
+            "beta": 0.5,
+            "image_size": 48,
+            "max_epochs": 1,
+            "batch_size": 6,
+            "teacher": "efficientnet_lite0",
+            "weights": "IMAGENET1K_V1" if HAS_PRETRAINED else None,
+            "kd_iterations": 40,
+        }
     )
     det.fit(X)
     module = det.net_.module_
@@ -422,6 +465,12 @@ def test_both_branches_and_distillation():
     h = 0.5 * terms["global"][1] + 0.5 * terms["local"][1]
     np.testing.assert_allclose(-scores, (0.5 * rec + 0.5 * h).numpy(), rtol=1e-5)
     np.testing.assert_allclose(maps, (0.5 * terms["global"][2] + 0.5 * terms["local"][2]).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_validation_fraction_records_valid_loss():
+    det = IGDDetector(**{**SMALL, "validation_fraction": 0.25, "beta": 0.5}).fit(_stripes(12))
+    valid = det.net_.history[:, "valid_loss"]
+    assert len(valid) == 2 and np.all(np.isfinite(valid)) and np.all(np.asarray(valid) > 0)
 
 
 def test_small_images_drop_blocks():

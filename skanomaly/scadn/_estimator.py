@@ -1,0 +1,321 @@
+"""SCADNDetector: semantic context based anomaly detection (Yan et al., 2021)."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._training import make_net, runtime_device
+from ..base import BaseDetector, fpr_threshold
+from ._net import SCADNNet, WorkingSizeImages
+from .losses import ADVERSARIAL_LOSSES, ReconstructionLoss
+from .masks import DEFAULT_MASK_SCALES, stripe_width, striped_masks
+from .torch_model import PatchDiscriminator, SCADNGenerator, scale_error_maps, select_scale
+
+__all__ = ["SCADNDetector"]
+
+
+class SCADNDetector(BaseDetector):
+    """Semantic context based anomaly detection network (SCADN).
+
+    Multi-scale striped masks remove half of a normal image; a generator
+    learns, against a PatchGAN discriminator, to restore the removed stripes
+    from their surroundings.  At test time every image is passed through all
+    masks; the squared errors on the removed stripes are merged per scale by a
+    pixel-wise maximum; the scale whose mean error is furthest above its mean
+    on the training images is chosen; its map is the heatmap and its mean the
+    anomaly score (eqs. 5-10).
+
+    Parameters
+    ----------
+    mask_scales : sequence of float, default=(1/4, 1/8, 1/16)
+        Stripe widths as fractions of the image side, one per scale.  Each
+        scale gives four masks: vertical stripes, their complement, horizontal
+        stripes, their complement.  The default is the authors' released mask
+        set (128, 64 and 32 px stripes at 512 px).
+    width : int, default=64
+        Channels of the first generator and discriminator layer (deeper
+        layers use 2, 4 and 8 times it).  64 is the paper's network; small
+        values give tiny nets for tests.
+    lambda_rm : float, default=3.0
+        Extra weight of removed pixels in the reconstruction loss (eq. 2).
+    lambda_rec : float, default=1.0
+        Weight of the reconstruction loss (eq. 4).
+    lambda_adv : float, default=0.001
+        Weight of the adversarial loss (eq. 4).
+    adversarial_loss : {"minimax", "nonsaturating"}, default="minimax"
+        The generator's adversarial term: ``"minimax"`` minimises
+        ``log(1 - D(I_hat))`` as eqs. 3-4 are written; ``"nonsaturating"``
+        minimises ``-log D(I_hat)``, as the authors' code (EdgeConnect's
+        "nsgan") does.
+    discriminator_lr : float or None, default=None
+        Adam learning rate of the discriminator; None uses ``lr`` (the paper
+        gives one learning rate; the authors' code used ``0.1 * lr``).
+    segmentation_fpr : float in [0, 1), default=0.005
+        Acceptable false-positive rate on the training images' pixels that
+        sets ``threshold_`` for :meth:`segment`.
+    image_size : int, default=512
+        Working side length; images are resized to it.  A multiple of 8, at
+        least 24 (the generator works at 1/8 of it).  The paper uses 512 for
+        MVTec AD and LaceAD and 32 for MNIST and CIFAR-10.
+    max_epochs : int, default=200
+        Training epochs (paper: 200).
+    batch_size : int, default=4
+        Training batch size (paper: 4 at 512 px, 512 at 32 px); scoring
+        processes this many images at a time, each through all masks.
+    lr : float, default=1e-4
+        Adam learning rate of the generator (paper: 1e-4, betas (0, 0.9)).
+    device : str, default="auto"
+        ``"auto"`` picks CUDA when available, else CPU.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the training masks.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Sets ``offset_``: ``"auto"`` flags no training image; a float is the
+        share of training images treated as outliers.
+    verbose : int, default=0
+        ``>0`` prints skorch's epoch log and a progress bar.
+    image_shape : tuple or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
+        one of H/W may be -1.
+    value_range : tuple (low, high) or None, default=None
+        Raw values mapped to 0 and 1 for data of another range (e.g.
+        ``(0, 4095)`` for 12-bit images); ``None``: uint8 means 0-255 and
+        floats 0-1.
+    callbacks : list of skorch callbacks or None, default=None
+        Added to the training net.
+    validation_fraction : float or None, default=None
+        Holds out this share of the training images as skorch's validation
+        set; its ``valid_loss`` is the reconstruction loss with fixed masks.
+
+    Attributes
+    ----------
+    net_ : SCADNNet
+        The trained skorch net: generator ``net_.module_``, discriminator
+        ``net_.discriminator_``, optimizers ``net_.optimizer_`` and
+        ``net_.optimizer_discriminator_``; ``net_.history`` records
+        ``train_loss`` (generator), ``discriminator_loss`` and
+        ``reconstruction_loss`` per batch.
+    stripe_widths_ : list of int
+        Stripe width in pixels of each scale at the working size.
+    mu_ : ndarray of shape (n_scales,)
+        Reference value ``mu_i``: mean over the training images of the
+        average of their error map ``E_i``.
+    offset_ : float
+        Decision threshold on ``score_samples``.
+    threshold_ : float
+        Pixel threshold of :meth:`segment`.
+    n_features_in_ : int
+        ``H * W * C`` of the training images.
+    input_shape_ : tuple
+        ``(H, W, C)`` of the training images.
+
+    Notes
+    -----
+    Choices where the paper is silent or ambiguous, and where the authors'
+    code differs:
+
+    - Masks: 1 = kept, 0 = removed, and removed pixels are set to 0 (eq. 1);
+      the authors' code filled them with 1.  Stripes start with a kept stripe
+      at the top/left; a side that is not a multiple of twice the stripe
+      width ends with a partial stripe, so a mask then removes about, not
+      exactly, half of the image, but every pixel is still removed by
+      exactly two of its scale's four masks.  Stripe width is
+      ``round(scale * side)``, at least 1 px.
+    - Generator: the implementation details say only the first residual
+      block is dilated, the method section that the blocks use dilated
+      convolutions; as in EdgeConnect and the authors' code, the first
+      convolution of every block is dilated (dilation 2).  Up-sampling is
+      nearest-neighbour x2 followed by a 3x3 convolution (authors' code)
+      rather than transposed convolutions (EdgeConnect); the output is
+      ``(tanh + 1) / 2``.  The generator receives only the masked image, no
+      mask channel (eq. 1).  Weights are drawn from N(0, 0.02).
+    - Discriminator: the 70x70 PatchGAN of the authors' code (five 4x4
+      convolutions, spectral normalisation, no bias); the paper calls it
+      "global" but names PatchGAN.  ``D`` averages over patches in eq. 3.
+    - Losses: eq. 2 is the mean over pixels and channels of the weighted
+      squared error; the authors' code instead added the MSE of kept pixels
+      and 4 x that of removed pixels and divided by the mask mean (for 50 %
+      masks a constant factor 2 on the reconstruction loss).  Their feature
+      matching loss had weight 0 and is omitted.  The discriminator loss is
+      ``-L_adv`` (the code halved it).
+    - Training: each step updates D once, then G once against the updated D;
+      both use Adam with betas (0, 0.9).  The authors saved the checkpoint
+      with the lowest training-set error every 10 epochs; here training runs
+      ``max_epochs`` (or until a user's early-stopping callback stops it).
+    - Inference: error maps are the squared error averaged over colour
+      channels (authors' code), computed at the working size; the heatmap
+      is bilinearly resized to the input size; the score is the mean of the
+      chosen map at the working size (eq. 10).  ``mu_i`` is computed with
+      the trained generator over all training images at the end of ``fit``.
+    - Cost: scoring runs the generator ``4 * len(mask_scales)`` times per
+      image (12 by default), in chunks of ``4 * batch_size`` masked images;
+      ``fit`` scores the training images twice after training (once for
+      ``mu_``, once for ``offset_``/``threshold_``).
+
+    References
+    ----------
+    X. Yan, H. Zhang, X. Xu, X. Hu, P.-A. Heng. "Learning semantic context
+    from normal samples for unsupervised anomaly detection." AAAI 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skanomaly import SCADNDetector
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(size=(8, 32, 32)).astype(np.float32)
+    >>> det = SCADNDetector(width=4, image_size=32, max_epochs=1, random_state=0).fit(X)
+    >>> det.transform(X).shape
+    (8, 32, 32)
+    """
+
+    _parameter_constraints = {
+        **BaseDetector._parameter_constraints,
+        "mask_scales": [list, tuple],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "lambda_rm": [Interval(Real, 0, None, closed="left")],
+        "lambda_rec": [Interval(Real, 0, None, closed="left")],
+        "lambda_adv": [Interval(Real, 0, None, closed="left")],
+        "adversarial_loss": [StrOptions(set(ADVERSARIAL_LOSSES))],
+        "discriminator_lr": [Interval(Real, 0, None, closed="neither"), None],
+        "segmentation_fpr": [Interval(Real, 0, 1, closed="left")],
+    }
+
+    def __init__(
+        self,
+        mask_scales=DEFAULT_MASK_SCALES,
+        width=64,
+        lambda_rm=3.0,
+        lambda_rec=1.0,
+        lambda_adv=0.001,
+        adversarial_loss="minimax",
+        discriminator_lr=None,
+        segmentation_fpr=0.005,
+        image_size=512,
+        max_epochs=200,
+        batch_size=4,
+        lr=1e-4,
+        device="auto",
+        random_state=None,
+        contamination="auto",
+        verbose=0,
+        image_shape=None,
+        value_range=None,
+        callbacks=None,
+        validation_fraction=None,
+    ):
+        self.mask_scales = mask_scales
+        self.width = width
+        self.lambda_rm = lambda_rm
+        self.lambda_rec = lambda_rec
+        self.lambda_adv = lambda_adv
+        self.adversarial_loss = adversarial_loss
+        self.discriminator_lr = discriminator_lr
+        self.segmentation_fpr = segmentation_fpr
+        self.image_size = image_size
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.device = device
+        self.random_state = random_state
+        self.contamination = contamination
+        self.verbose = verbose
+        self.image_shape = image_shape
+        self.value_range = value_range
+        self.callbacks = callbacks
+        self.validation_fraction = validation_fraction
+
+    # ----------------------------------------------------------- helpers
+    def _check_geometry(self):
+        size = self.image_size
+        if size % 8 or size < 24:
+            raise ValueError(
+                f"image_size={size} must be a multiple of 8 and at least 24: the "
+                f"generator down-samples to 1/8 and its dilated residual blocks need "
+                f"feature maps of at least 3x3."
+            )
+        scales = tuple(self.mask_scales)
+        if not scales or not all(
+            isinstance(s, Real) and not isinstance(s, bool) and 0 < s <= 0.5 for s in scales
+        ):
+            raise ValueError(
+                f"mask_scales={self.mask_scales!r} must be a non-empty sequence of "
+                f"stripe widths as fractions of the side, each in (0, 0.5]."
+            )
+        return scales
+
+    def _scale_maps(self, x):
+        """Per-scale error maps (b, n_scales, S, S) of images at input size."""
+        xw = self._to_working_size(x)
+        masks = striped_masks(*xw.shape[-2:], self.mask_scales_, device=xw.device)
+        return scale_error_maps(self.net_.module_, xw, masks, chunk_size=4 * self.batch_size)
+
+    # --------------------------------------------------------------- fit
+    def _fit(self, images):
+        self.mask_scales_ = self._check_geometry()
+        self.stripe_widths_ = [stripe_width(self.image_size, s) for s in self.mask_scales_]
+        channels = images.n_channels
+        optim_kw = {"optimizer__betas": (0.0, 0.9), "optimizer_discriminator__betas": (0.0, 0.9)}
+        if self.discriminator_lr is not None:
+            optim_kw["optimizer_discriminator__lr"] = self.discriminator_lr
+        net = make_net(
+            self,
+            module=SCADNGenerator,
+            criterion=ReconstructionLoss,
+            net_class=SCADNNet,
+            module__in_channels=channels,
+            module__width=self.width,
+            criterion__lambda_rm=self.lambda_rm,
+            discriminator=PatchDiscriminator,
+            discriminator__in_channels=channels,
+            discriminator__width=self.width,
+            mask_scales=self.mask_scales_,
+            lambda_rec=self.lambda_rec,
+            lambda_adv=self.lambda_adv,
+            adversarial_loss=self.adversarial_loss,
+            **optim_kw,
+        )
+        net.fit(WorkingSizeImages(images, self._to_working_size))
+        self.net_ = net
+        # Reference value mu_i of each scale (eq. 9) from the training images.
+        net.module_.eval()
+        total = None
+        with torch.inference_mode():
+            for x in images.batches(self.batch_size, device=self.device_):
+                means = self._scale_maps(x).mean(dim=(2, 3)).sum(dim=0).double()
+                total = means if total is None else total + means
+        self.mu_ = (total / images.n_images).cpu().numpy()
+
+    def _anomaly_batch(self, x):
+        maps = self._scale_maps(x)
+        mu = torch.as_tensor(self.mu_, dtype=maps.dtype, device=maps.device)
+        scores, final, _ = select_scale(maps, mu)
+        return scores, self._to_input_size(final, x.shape[-2:])
+
+    def _set_thresholds(self, images, scores, maps):
+        self.threshold_ = fpr_threshold(maps, self.segmentation_fpr)
+
+    def chosen_scales(self, X):
+        """Index of the mask scale chosen for each image (eq. 9).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor
+            Images of the fitted size.
+
+        Returns
+        -------
+        scales : ndarray of shape (n_samples,) of int
+            Indices into ``mask_scales``.
+        """
+        images = self._check_input(X)
+        device = runtime_device(self.device_)
+        self._prepare_inference(device)
+        mu = torch.as_tensor(self.mu_, dtype=torch.float32, device=device)
+        out = []
+        with torch.inference_mode():
+            for x in images.batches(self.batch_size, device=device):
+                out.append(select_scale(self._scale_maps(x), mu)[2].cpu().numpy())
+        return np.concatenate(out)
