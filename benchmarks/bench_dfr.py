@@ -81,6 +81,8 @@ def main(argv=None):
     parser.add_argument("--weights", default="IMAGENET1K_V1")
     parser.add_argument("--scales", type=int, default=12)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--crop", type=int, default=None,
+                        help="side of the texture crops (default: image size, at most 200)")
     parser.add_argument("--n-train", type=int, default=40)
     parser.add_argument("--n-test", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=30)
@@ -106,7 +108,7 @@ def main(argv=None):
     for texture in args.textures:
         data = make_texture_defects(
             texture, n_train=args.n_train, n_test=args.n_test,
-            image_size=args.image_size, random_state=0,
+            image_size=args.crop or min(args.image_size, 200), random_state=0,
         )
         det = DFRDetector(
             backbone=args.backbone, weights=args.weights, scales=args.scales,
@@ -149,7 +151,7 @@ def main(argv=None):
 
     header = (
         f"DFR ({args.backbone}, weights={args.weights}, scales={args.scales}, "
-        f"{args.image_size}px, {args.n_train} train / {args.n_test} test crops, "
+        f"{args.image_size}px working size, crops {args.crop or min(args.image_size, 200)}px, {args.n_train} train / {args.n_test} test crops, "
         f"{args.epochs} epochs, batch {args.batch_size}, torch threads "
         f"{torch.get_num_threads()})\n\n"
         "| texture | image AUROC | pixel AUROC | PRO@0.3 | fit s | score s | c_o | c_d "

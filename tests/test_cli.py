@@ -126,6 +126,8 @@ def test_errors_exit_2_without_traceback(argv, message, folders, model_path, cap
 
 
 def test_usage_errors(capsys):
+    assert main(["demo", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
     assert main([]) == 2
     assert main(["fit"]) == 2
     assert main(["--help"]) == 0
@@ -133,10 +135,14 @@ def test_usage_errors(capsys):
 
 
 def test_demo_tiny(tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
     out = tmp_path / "demo.png"
     status = main(["demo", "--n-train", "8", "--n-test", "6", "--image-size", "32",
                    "--epochs", "2", "-o", str(out), "-q"])
     assert status == 0
+    assert torch.get_num_threads() == threads  # --threads 1 was restored
     text = capsys.readouterr().out
     values = {}
     for line in text.splitlines():

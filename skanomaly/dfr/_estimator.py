@@ -280,7 +280,7 @@ class DFRDetector(BaseDetector):
         img, rest = np.divmod(idx, h * w)
         row, col = np.divmod(rest, w)
         sample = np.asarray(cache[img, :, row, col], dtype=np.float64)
-        pca = PCA(n_components=0.9, svd_solver="full").fit(sample)
+        pca = PCA(n_components=0.9, svd_solver="covariance_eigh").fit(sample)
         return int(max(1, pca.n_components_))
 
     # --------------------------------------------------------------- fit
