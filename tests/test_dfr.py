@@ -194,12 +194,13 @@ def test_gridsearch_over_scales_with_normal_only_folds():
 
 @needs_pretrained
 def test_quality_on_planted_defects_in_brick():
-    data = _texture_data()
+    data = _texture_data(n_train=40, n_test=40)
     det = DFRDetector(
-        backbone="efficientnet_lite0", scales=12, image_size=64, max_epochs=8,
+        backbone="efficientnet_lite0", scales=12, image_size=64, max_epochs=25,
         device="cpu", random_state=0,
     ).fit(data.X_train)
     maps = det.transform(data.X_test)
-    assert pixel_auroc(data.masks_test, maps) > 0.85
-    assert pro_score(data.masks_test, maps) > 0.5
-    assert image_auroc(data.y_test, -det.score_samples(data.X_test)) > 0.65
+    # Measured at seeds 0-2: pixel AUROC 0.963-0.966, PRO 0.874-0.887, image 0.935-0.948.
+    assert pixel_auroc(data.masks_test, maps) > 0.9
+    assert pro_score(data.masks_test, maps) > 0.75
+    assert image_auroc(data.y_test, -det.score_samples(data.X_test)) > 0.8
