@@ -76,8 +76,12 @@ class DFRDetector(BaseDetector):
         bits; scoring always uses float32 features.
     max_epochs : int, default=700
         Training epochs (the paper's 700; the authors' code used 150).  On a
-        2-core CPU one epoch over 200 images at the defaults takes minutes:
-        use a GPU or fewer epochs.
+        CPU this is out of reach at the defaults: a CAE step on a batch of 4
+        (3456 channels at 64 x 64, ``c_d`` = 200) took 15 s on one thread, so
+        about 4 s per image per epoch, 15 min per epoch for a 250-image MVTec
+        category.  Use a GPU, or smaller ``image_size``/``scales`` and fewer
+        epochs (the offline EfficientNet-Lite0 at 64-128 px trains in
+        minutes, see ``benchmarks/``).
     batch_size : int, default=4
         Training and scoring batch size (paper: 4).
     lr : float, default=1e-4
