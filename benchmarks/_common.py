@@ -251,3 +251,17 @@ def params_text(cfgs):
         f"- {name}: `{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})`"
         for name, cls, params in cfgs
     )
+
+
+def fashion_mnist_protocol(root, n_test, seed):
+    """Fashion-MNIST for the one-class protocol: the whole training split, a
+    random test subset of ``n_test`` images (sorted indices, seeded), and the
+    random generator that drew it (callers draw their training subsets from
+    it next, so runs stay reproducible)."""
+    from skanomaly.datasets import load_fashion_mnist
+
+    X_train, y_train = load_fashion_mnist(root, subset="train")
+    X_test, y_test = load_fashion_mnist(root, subset="test")
+    rng = np.random.RandomState(seed)
+    idx = np.sort(rng.choice(len(X_test), min(n_test, len(X_test)), replace=False))
+    return X_train, y_train, X_test[idx], y_test[idx], rng

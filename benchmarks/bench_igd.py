@@ -29,6 +29,8 @@ import sys
 import time
 
 import numpy as np
+
+import _common  # noqa: E402
 import torch
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,14 +75,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     from skanomaly import IGDDetector
-    from skanomaly.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from skanomaly.datasets import FASHION_MNIST_CLASSES
     from skanomaly.metrics import image_auroc
 
-    X_train_all, y_train_all = load_fashion_mnist(args.root, subset="train")
-    X_test_all, y_test_all = load_fashion_mnist(args.root, subset="test")
-    rng = np.random.RandomState(args.seed)
-    test_idx = np.sort(rng.choice(len(X_test_all), min(args.n_test, len(X_test_all)), replace=False))
-    X_test, labels = X_test_all[test_idx], y_test_all[test_idx]
+    X_train_all, y_train_all, X_test, labels, rng = _common.fashion_mnist_protocol(
+        args.root, args.n_test, args.seed
+    )
     teacher = None if args.teacher == "none" else args.teacher
     params = dict(
         teacher=teacher, weights=args.weights, kd_iterations=args.kd_iterations,

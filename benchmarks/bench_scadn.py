@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 from skanomaly import SCADNDetector  # noqa: E402
-from skanomaly.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
+from skanomaly.datasets import FASHION_MNIST_CLASSES  # noqa: E402
 from skanomaly.metrics import image_auroc  # noqa: E402
 from skanomaly.scadn.masks import striped_masks  # noqa: E402
 from skanomaly.scadn.torch_model import scale_error_maps, select_scale  # noqa: E402
@@ -83,12 +83,9 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    X_train_all, y_train_all = load_fashion_mnist(args.root, subset="train")
-    X_test_all, y_test_all = load_fashion_mnist(args.root, subset="test")
-    rng = np.random.RandomState(args.seed)
-    test_idx = np.sort(rng.choice(len(X_test_all), min(args.n_test, len(X_test_all)),
-                                  replace=False))
-    X_test, labels_test = X_test_all[test_idx], y_test_all[test_idx]
+    X_train_all, y_train_all, X_test, labels_test, rng = _common.fashion_mnist_protocol(
+        args.root, args.n_test, args.seed
+    )
     params = dict(image_size=args.image_size, width=args.width, max_epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, device=args.device,
                   random_state=args.seed)

@@ -15,7 +15,7 @@ Example::
 import numpy as np
 
 import _common
-from skanomaly.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+from skanomaly.datasets import FASHION_MNIST_CLASSES
 
 
 def main(argv=None):
@@ -30,12 +30,9 @@ def main(argv=None):
                         help="detectors' working size (images are 28x28)")
     args = parser.parse_args(argv)
     _common.setup(args)
-    X_train_all, y_train_all = load_fashion_mnist(args.root, subset="train")
-    X_test_all, y_test_all = load_fashion_mnist(args.root, subset="test")
-    rng = np.random.RandomState(args.seed)
-    test_idx = np.sort(rng.choice(len(X_test_all), min(args.n_test, len(X_test_all)),
-                                  replace=False))
-    X_test, labels_test = X_test_all[test_idx], y_test_all[test_idx]
+    X_train_all, y_train_all, X_test, labels_test, rng = _common.fashion_mnist_protocol(
+        args.root, args.n_test, args.seed
+    )
     cfgs = _common.configs(args, args.image_size, task="one-class")
     rows = []
     for c in args.classes:
