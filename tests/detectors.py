@@ -5,6 +5,7 @@ Add a detector here once it exists; the contract and scikit-learn check
 suites run over every entry.
 """
 
+import importlib
 import importlib.util
 
 import pytest
@@ -37,8 +38,6 @@ def _optional(name, module, factory_name):
     if factory is not None:
         FACTORIES[name] = factory
 
-
-import importlib  # noqa: E402
 
 # Each detector's test module defines `small_detector(**kw)`; register them.
 for _name, _module in [
