@@ -192,8 +192,8 @@ class Decoder(nn.Module):
         return h
 
 
-class Critic(nn.Module):
-    """``d_psi``: 3x3 stem, down-sampling residual blocks, pooling, linear output.
+class Critic(Encoder):
+    """``d_psi``: the encoder's architecture with a single linear output.
 
     Returns one unbounded real per image: the estimate of ACAI's mixing
     coefficient ``alpha`` (no sigmoid; see the estimator's Notes).  With
@@ -202,17 +202,10 @@ class Critic(nn.Module):
     """
 
     def __init__(self, widths, in_channels=3, image_size=None):
-        super().__init__()
-        widths = _fitting_blocks(widths, image_size)
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)
-        chans = [widths[0]] + widths
-        self.blocks = nn.Sequential(*[PreActBlock(chans[i], chans[i + 1], "down") for i in range(len(widths))])
-        self.norm = nn.BatchNorm2d(widths[-1])
-        self.fc = nn.Linear(widths[-1], 1)
+        super().__init__(widths, 1, in_channels=in_channels, image_size=image_size)
 
     def forward(self, x):
-        h = F.relu(self.norm(self.blocks(self.stem(x))))
-        return self.fc(h.mean(dim=(2, 3))).squeeze(1)
+        return super().forward(x).squeeze(1)
 
 
 def branch_widths(kind, width=64):
