@@ -265,3 +265,10 @@ def fashion_mnist_protocol(root, n_test, seed):
     rng = np.random.RandomState(seed)
     idx = np.sort(rng.choice(len(X_test), min(n_test, len(X_test)), replace=False))
     return X_train, y_train, X_test[idx], y_test[idx], rng
+
+
+#: How the localisation runners' figures are defined (written into each report).
+LOCALISATION_METRICS = (
+    "image AUROC from -score_samples; pixel AUROC pooled over all test pixels; "
+    "PRO = AUPRO up to FPR 0.3, normalised; times in seconds"
+)

@@ -59,8 +59,7 @@ def main(argv=None):
         "resize": f"{args.resize}x{args.resize}",
         "training images": f"at most {args.max_train}" if args.max_train else "all",
         "preset": args.preset, "seed": args.seed,
-        "metrics": "image AUROC from -score_samples; pixel AUROC pooled over all test "
-                   "pixels; PRO = AUPRO up to FPR 0.3, normalised; times in seconds",
+        "metrics": _common.LOCALISATION_METRICS,
     }, sections)
     return rows
 

@@ -46,8 +46,7 @@ def main(argv=None):
         "crops": f"{args.n_train} train, {args.n_test} test (half defective), "
                  f"{args.image_size}x{args.image_size} px",
         "preset": args.preset, "seed": args.seed,
-        "metrics": "image AUROC from -score_samples; pixel AUROC pooled over all test "
-                   "pixels; PRO = AUPRO up to FPR 0.3, normalised; times in seconds",
+        "metrics": _common.LOCALISATION_METRICS,
     }, sections)
     return rows
 
