@@ -50,3 +50,17 @@ for _name, _module in [
 
 def all_factories():
     return [pytest.param(f, id=name) for name, f in FACTORIES.items()]
+
+
+def golden_factories():
+    """Per-detector settings of the behaviour-preservation test (tests/golden.py)."""
+    return {
+        "dfr": lambda: FACTORIES["dfr"](max_epochs=3),
+        "inpainting": lambda: FACTORIES["inpainting"](max_epochs=3),
+        "scadn": lambda: FACTORIES["scadn"](max_epochs=2),
+        "igd": lambda: FACTORIES["igd"](max_epochs=2, beta=0.5),
+        "igd_global": lambda: FACTORIES["igd"](max_epochs=3),
+        "igd_teacher": lambda: FACTORIES["igd"](
+            max_epochs=2, beta=0.5, teacher="efficientnet_lite0", kd_iterations=3
+        ),
+    }
