@@ -7,22 +7,21 @@ more anomalous).  See ``CONTRACT`` in the user guide.
 
 from importlib import import_module
 
+from .registry import REGISTRY
+
 __version__ = "0.1.0"
 
-_DETECTORS = {
-    "DFRDetector": ".dfr",
-    "InpaintingAE": ".inpainting",
-    "SCADNDetector": ".scadn",
-    "IGDDetector": ".igd",
-}
+# Class name -> module, read from the one registry of detectors.
+_LAZY = {cls_name: module for module, cls_name in REGISTRY.values()}
+_LAZY["TrainingDivergedError"] = "skanomaly._training"
 
-__all__ = [*_DETECTORS, "__version__"]
+__all__ = [*_LAZY, "__version__"]
 
 
 def __getattr__(name):
     # Detectors import torch models lazily so `import skanomaly` stays light.
-    if name in _DETECTORS:
-        value = getattr(import_module(_DETECTORS[name], __name__), name)
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'skanomaly' has no attribute {name!r}")
