@@ -1,10 +1,10 @@
 """The single skorch glue of skanomaly.
 
-Every detector trains its network through :class:`ImageNet`, a
+Every detector trains its network through :class:`UnsupervisedNet`, a
 :class:`skorch.NeuralNet` for unlabelled image batches.  A detector supplies a
 pure :class:`torch.nn.Module`, a criterion module called as
 ``criterion(y_pred, X_batch)``, and a :class:`torch.utils.data.Dataset`; it may
-override :meth:`ImageNet.train_step` (adversarial methods) in a subclass.  The
+override :meth:`UnsupervisedNet.train_step` (adversarial methods) in a subclass.  The
 estimator holds the net as a fitted attribute (``net_``); it never subclasses
 ``NeuralNet``.
 
@@ -22,13 +22,14 @@ import math
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 from skorch.dataset import ValidSplit
 from skorch.utils import to_device
 
 __all__ = [
-    "ImageNet",
-    "TensorDataset",
+    "UnsupervisedNet",
+    "ArrayDataset",
+    "WorkingSizeImages",
     "TrainingDivergedError",
     "FiniteLossGuard",
     "make_net",
@@ -67,7 +68,7 @@ class FiniteLossGuard(Callback):
             )
 
 
-class TensorDataset(torch.utils.data.Dataset):
+class ArrayDataset(torch.utils.data.Dataset):
     """Unlabelled samples from an array, returned as float32 tensors.
 
     Parameters
@@ -97,7 +98,29 @@ class TensorDataset(torch.utils.data.Dataset):
         return item, torch.zeros(())
 
 
-class ImageNet(NeuralNet):
+class WorkingSizeImages(torch.utils.data.Dataset):
+    """Images of an ImageSet, resized one by one when read (memory of one image).
+
+    Parameters
+    ----------
+    images : skanomaly.validation.ImageSet
+    resize : callable
+        Maps a float tensor ``(1, C, H, W)`` in [0, 1] to the working size.
+    """
+
+    def __init__(self, images, resize):
+        self.images = images
+        self.resize = resize
+
+    def __len__(self):
+        return self.images.n_images
+
+    def __getitem__(self, i):
+        x = self.resize(self.images.tensor(i, i + 1))[0]
+        return x, torch.zeros(())
+
+
+class UnsupervisedNet(NeuralNet):
     """A :class:`skorch.NeuralNet` that trains on unlabelled image batches.
 
     ``y`` is ignored; the loss is ``criterion(y_pred, X_batch)`` where
@@ -115,7 +138,43 @@ class ImageNet(NeuralNet):
         return super().fit(X, None, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
-        return super().partial_fit(X, None, classes=classes, **fit_params)
+        """As skorch's, except that ``KeyboardInterrupt`` propagates.
+
+        skorch's ``partial_fit`` catches ``KeyboardInterrupt`` and returns a
+        half-trained net as if training had finished; here an interrupt
+        reaches the caller (the detector then discards its fitted state).
+        """
+        if not self.initialized_:
+            self.initialize()
+        self.notify("on_train_begin", X=X, y=None)
+        try:
+            self.fit_loop(X, None, **fit_params)
+        except KeyboardInterrupt as exc:
+            # skorch's EarlyStopping stops training by raising KeyboardInterrupt.
+            if not _raised_by_early_stopping(exc):
+                raise
+        self.notify("on_train_end", X=X, y=None)
+        return self
+
+
+def _raised_by_early_stopping(exc):
+    """Whether a KeyboardInterrupt is skorch's EarlyStopping ending training.
+
+    skorch's :class:`~skorch.callbacks.EarlyStopping` raises
+    ``KeyboardInterrupt`` from its ``on_epoch_end`` once ``misses_`` reaches
+    ``patience``; a user's Ctrl-C is raised anywhere else.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    owner = tb.tb_frame.f_locals.get("self")
+    return (
+        isinstance(owner, EarlyStopping)
+        and tb.tb_frame.f_code.co_name == "on_epoch_end"
+        and owner.misses_ >= owner.patience
+    )
 
 
 def resolve_device(device):
@@ -169,7 +228,7 @@ def make_net(
     module,
     criterion,
     *,
-    net_class=ImageNet,
+    net_class=UnsupervisedNet,
     optimizer=torch.optim.Adam,
     **kwargs,
 ):
@@ -182,15 +241,15 @@ def make_net(
         ``callbacks``, ``validation_fraction``, ``verbose`` and ``_seed_``.
     module, criterion : torch.nn.Module (instances or classes)
         The pure network and its loss ``criterion(y_pred, X_batch)``.
-    net_class : type, default=ImageNet
-        An :class:`ImageNet` subclass (e.g. with an adversarial train step).
+    net_class : type, default=UnsupervisedNet
+        An :class:`UnsupervisedNet` subclass (e.g. with an adversarial train step).
     optimizer : type, default=torch.optim.Adam
     **kwargs
         Further skorch parameters (``optimizer__betas``, ``module__...``).
 
     Returns
     -------
-    net : ImageNet
+    net : UnsupervisedNet
         Not yet initialised.
     """
     callbacks = [("finite_loss", FiniteLossGuard())]

@@ -3,9 +3,10 @@
 :class:`BaseDetector` implements the public contract once: input validation
 and layouts, sign conventions, ``contamination`` -> ``offset_``, ``predict``,
 ``transform``/``segment`` output layout, device selection, batched inference,
-seeding, and pickling that brings CUDA-trained weights back on a CPU-only
-machine.  A detector implements ``_fit``, ``_anomaly_batch`` and optionally
-``_set_thresholds``.
+seeding, pixel thresholds, and pickling that brings CUDA-trained weights back
+on a CPU-only machine.  A detector implements ``_fit`` and
+``_anomaly_working`` and optionally the hooks ``_check_params``,
+``_reference_images``, ``_set_thresholds`` and ``_score_from_maps``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
-from ._training import resolve_device, runtime_device, seeded
+from ._training import WorkingSizeImages, resolve_device, runtime_device, seeded
 from .validation import check_images
 
-__all__ = ["BaseDetector", "fpr_threshold"]
+__all__ = ["BaseDetector", "fpr_threshold", "StreamingFPRThreshold", "fill_shared_doc"]
 
 
 def fpr_threshold(maps, fpr):
@@ -50,6 +51,106 @@ def fpr_threshold(maps, fpr):
     return float(np.quantile(values, 1.0 - fpr, method="higher"))
 
 
+def _higher_quantile_rank(n, q):
+    """Ascending rank numpy's ``quantile(..., method="higher")`` picks among ``n`` values."""
+    n = np.float64(n)
+    q = np.float64(q)
+    # numpy's virtual index for alpha = beta = 1, rounded up.
+    rank = np.ceil(n * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0)
+    return int(min(max(rank, 0), n - 1))
+
+
+class StreamingFPRThreshold:
+    """:func:`fpr_threshold` over maps seen batch by batch, exactly, in bounded memory.
+
+    The threshold is the value of ascending rank ``r`` among all ``N`` pixel
+    values (numpy's ``"higher"`` quantile at ``1 - fpr``), i.e. the smallest
+    of the ``N - r`` largest values.  Only those largest values are kept
+    (float32, about ``fpr * N`` of them, plus one batch while it is merged),
+    so memory does not grow with the full map size and the result equals
+    :func:`fpr_threshold` on the concatenated maps.
+
+    Parameters
+    ----------
+    n_values : int
+        Total number of pixel values that will be added.
+    fpr : float in [0, 1)
+        As in :func:`fpr_threshold`.
+    """
+
+    def __init__(self, n_values, fpr):
+        self.n_values = int(n_values)
+        rank = self.n_values - 1 if fpr <= 0 else _higher_quantile_rank(self.n_values, 1.0 - fpr)
+        self.k = self.n_values - rank
+        self._top = np.empty(0, dtype=np.float32)
+        self._seen = 0
+
+    def add(self, maps):
+        """Add a batch of map values (any shape)."""
+        values = np.asarray(maps, dtype=np.float32).ravel()
+        self._seen += values.size
+        merged = np.concatenate([self._top, values])
+        if merged.size > self.k:
+            merged = np.partition(merged, merged.size - self.k)[merged.size - self.k :]
+        self._top = merged
+
+    def threshold(self):
+        """The threshold over every value added (all ``n_values`` must have been added)."""
+        if self._seen != self.n_values:
+            raise RuntimeError(f"expected {self.n_values} values, got {self._seen}")
+        return float(self._top.min())
+
+
+#: The documentation of the parameters every detector shares, written once and
+#: filled into each estimator's docstring where it says ``[shared parameters]``.
+SHARED_PARAMETERS_DOC = """\
+device : str, default="auto"
+    ``"auto"`` picks CUDA when available, else CPU; ``"cpu"``, ``"cuda"`` or
+    ``"cuda:N"`` ask for one.  A model fitted on CUDA scores on the CPU of a
+    machine without CUDA.
+random_state : int, RandomState instance or None, default=None
+    Seeds every random choice of ``fit`` (initialisation, batch order,
+    sampling).  Same seed, data and device: same scores.
+contamination : "auto" or float in (0, 0.5], default="auto"
+    Sets ``offset_``: ``"auto"`` flags no reference normal image (the
+    lowest ``score_samples`` of the training images, or of the held-out
+    ones where the detector holds some out); a float is the share of them
+    treated as outliers, as in :class:`~sklearn.ensemble.IsolationForest`.
+verbose : int, default=0
+    ``>0`` prints skorch's epoch log and a progress bar.
+image_shape : tuple or None, default=None
+    ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
+    one of H/W may be -1.
+value_range : tuple (low, high) or None, default=None
+    Raw values mapped to 0 and 1 for data of another range (e.g.
+    ``(0, 4095)`` for 12-bit images); ``None``: integers mean 0-255 and
+    floats 0-1.
+callbacks : list of skorch callbacks or None, default=None
+    Added to the training net (e.g. ``EarlyStopping``, ``Checkpoint``,
+    ``GradientNormClipping``, ``LRScheduler``).
+validation_fraction : float in (0, 1) or None, default=None
+    Holds out this share of the training images as skorch's validation set
+    (``valid_loss``, e.g. for early stopping)."""
+
+
+def fill_shared_doc(cls):
+    """Class decorator: replace the ``[shared parameters]`` line of the docstring.
+
+    The line's indentation is applied to :data:`SHARED_PARAMETERS_DOC`.
+    """
+    doc = cls.__doc__ or ""
+    marker = "[shared parameters]"
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == marker:
+            indent = line[: len(line) - len(line.lstrip())]
+            block = [indent + l if l else l for l in SHARED_PARAMETERS_DOC.splitlines()]
+            lines[i : i + 1] = block
+            cls.__doc__ = "\n".join(lines)
+            return cls
+    raise ValueError(f"{cls.__name__}'s docstring has no {marker!r} line.")
+
+
 class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     """Base class of skanomaly's detectors (not to be instantiated).
 
@@ -58,12 +159,31 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     ``_fit(self, images)``
         Train on an :class:`~skanomaly.validation.ImageSet` of normal images.
         ``self.device_`` and ``self._seed_`` are set and torch's RNG is seeded.
-    ``_anomaly_batch(self, x)``
-        ``x`` is a float tensor ``(b, C, H, W)`` in [0, 1] at the input
-        resolution on the run device; return anomaly scores ``(b,)`` and maps
-        ``(b, H, W)`` at the input resolution, both higher = more anomalous.
-    ``_set_thresholds(self, images, scores, maps)`` (optional)
-        Set ``threshold_`` from the training anomaly scores and maps.
+    ``_anomaly_working(self, xw)``
+        ``xw`` is a float tensor ``(b, C, S, S)`` in [0, 1] at the working
+        size (``_to_working_size``) on the run device; return anomaly scores
+        ``(b,)`` (or ``None`` to take them from the maps at the input
+        resolution with ``_score_from_maps``) and maps ``(b, h, w)`` at any
+        resolution, which the base resizes to the input's.
+
+    and may override the hooks:
+
+    ``_check_params(self)``
+        Cross-parameter checks; runs right after ``_validate_params()``,
+        before any image is read or any network is built.
+    ``_reference_images(self, images)``
+        The normal images whose scores set ``offset_`` and ``threshold_``
+        (default: the training images; held-out ones where a detector
+        keeps some apart).
+    ``_set_thresholds(self, scores)``
+        Fitted values derived from the reference images' anomaly scores.
+        With ``_pixel_threshold = True`` (the default) ``threshold_`` has
+        already been set from their maps and ``segmentation_fpr``.
+    ``_score_from_maps(self, maps)``
+        Image anomaly scores from input-resolution maps (default: maximum).
+
+    A ``fit`` that fails or is interrupted (``KeyboardInterrupt``) leaves no
+    fitted attribute behind, also when the detector was fitted before.
 
     Notes
     -----
@@ -114,26 +234,78 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             The fitted detector.
         """
         self._validate_params()
+        self._check_params()
         images = check_images(X, image_shape=self.image_shape, value_range=self.value_range)
-        self.n_features_in_ = images.n_features
-        self.input_shape_ = (images.height, images.width, images.n_channels)
-        self.device_ = resolve_device(self.device)
-        self._seed_ = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        with seeded(self._seed_, self.device_):
-            self._fit(images)
-        scores, maps = self._score_images(images)
-        self.offset_ = self._offset_from(-scores, self.contamination)
-        self._set_thresholds(images, scores, maps)
+        self._reset_fitted()
+        try:
+            self.n_features_in_ = images.n_features
+            self.input_shape_ = (images.height, images.width, images.n_channels)
+            self.device_ = resolve_device(self.device)
+            self._seed_ = int(
+                check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+            )
+            with seeded(self._seed_, self.device_):
+                self._fit(images)
+            self._fit_offset_and_thresholds(images)
+        except BaseException:
+            # Failed or interrupted (KeyboardInterrupt): no half-fitted state.
+            self._reset_fitted()
+            raise
         return self
+
+    def _reset_fitted(self):
+        """Remove every fitted attribute (names ending in ``_``)."""
+        for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, key)
+
+    def _check_params(self):
+        """Hook: cross-parameter checks, before any image is read (default: none)."""
 
     def _fit(self, images):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _anomaly_batch(self, x):  # pragma: no cover - abstract
+    def _anomaly_working(self, xw):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _set_thresholds(self, images, scores, maps):
-        """Hook: set ``threshold_`` from training scores/maps (default: none)."""
+    #: Whether ``fit`` sets ``threshold_`` from reference maps and ``segmentation_fpr``.
+    _pixel_threshold = True
+
+    def _reference_images(self, images):
+        """Hook: the normal images that set ``offset_``/``threshold_`` (default: all)."""
+        return images
+
+    def _fit_offset_and_thresholds(self, images):
+        """Score the reference images once: ``offset_``, ``threshold_`` and the hooks."""
+        reference = self._reference_images(images)
+        fpr = getattr(self, "segmentation_fpr", None) if self._pixel_threshold else None
+        stream = None
+        if fpr is not None:
+            stream = StreamingFPRThreshold(
+                reference.n_images * reference.height * reference.width, fpr
+            )
+        scores, _ = self._score_images(reference, with_maps=False, map_sink=stream)
+        self.offset_ = self._offset_from(-scores, self.contamination)
+        if stream is not None:
+            self.threshold_ = stream.threshold()
+        self._set_thresholds(scores)
+
+    def _set_thresholds(self, scores):
+        """Hook: more fitted values from the reference anomaly scores (default: none)."""
+
+    def _score_from_maps(self, maps):
+        """Hook: image anomaly scores ``(b,)`` from input-resolution maps (default: max)."""
+        return maps.amax(dim=(1, 2))
+
+    def _anomaly_batch(self, x):
+        """Scores ``(b,)`` and input-resolution maps of a batch at input resolution.
+
+        Resize to the working size, run the method, resize the maps back.
+        """
+        scores, maps = self._anomaly_working(self._to_working_size(x))
+        maps = self._to_input_size(maps, x.shape[-2:])
+        if scores is None:
+            scores = self._score_from_maps(maps)
+        return scores, maps
 
     @staticmethod
     def _offset_from(normal_scores, contamination):
@@ -173,8 +345,12 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 for name in value._modules:
                     getattr(value, name + "_").to(device).eval()
 
-    def _score_images(self, images, with_maps=True):
-        """Anomaly scores ``(n,)`` and (optionally) maps ``(n, H, W)``, batched."""
+    def _score_images(self, images, with_maps=True, map_sink=None):
+        """Anomaly scores ``(n,)`` and (optionally) maps ``(n, H, W)``, batched.
+
+        ``map_sink`` (an object with ``add(maps)``) receives each batch's maps
+        instead of keeping them.
+        """
         device = runtime_device(self.device_)
         self._prepare_inference(device)
         scores, maps = [], []
@@ -182,8 +358,12 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             for x in images.batches(self._inference_batch_size(), device=device):
                 s, m = self._anomaly_batch(x)
                 scores.append(s.detach().float().cpu().numpy())
-                if with_maps:
-                    maps.append(m.detach().float().cpu().numpy())
+                if with_maps or map_sink is not None:
+                    m = m.detach().float().cpu().numpy()
+                    if map_sink is not None:
+                        map_sink.add(m)
+                    if with_maps:
+                        maps.append(m)
         scores = np.concatenate(scores).astype(np.float64)
         if not np.all(np.isfinite(scores)):
             raise FloatingPointError(
@@ -211,6 +391,26 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         images = self._check_input(X)
         scores, _ = self._score_images(images, with_maps=False)
         return -scores
+
+    def score_and_transform(self, X):
+        """``score_samples(X)`` and ``transform(X)`` from one pass over the images.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor
+            Images in any layout accepted by :meth:`fit`, of the fitted size.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            As :meth:`score_samples`: higher means more normal.
+        maps : ndarray of float32
+            As :meth:`transform`: higher means more anomalous.
+        """
+        images = self._check_input(X)
+        scores, maps = self._score_images(images)
+        maps = maps.astype(np.float32, copy=False)
+        return -scores, (maps.reshape(len(maps), -1) if images.flat else maps)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative means anomalous.
@@ -255,10 +455,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             ``(n, H, W)`` for image input, ``(n, H*W)`` for flattened 2-D
             input; higher means more anomalous.
         """
-        images = self._check_input(X)
-        _, maps = self._score_images(images)
-        maps = maps.astype(np.float32, copy=False)
-        return maps.reshape(len(maps), -1) if images.flat else maps
+        return self.score_and_transform(X)[1]
 
     def segment(self, X, threshold=None):
         """Binary anomaly masks: heatmap pixels above ``threshold``.
@@ -298,10 +495,15 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         return self
 
     # ---------------------------------------------------------- image utils
-    def _to_working_size(self, x, size=None):
-        """Resize ``(b, C, H, W)`` to the working size; gray -> RGB if needed."""
+    def _to_working_size(self, x, size=None, rgb=None):
+        """Resize ``(b, C, H, W)`` to the working size; gray -> RGB if needed.
+
+        ``rgb=None`` follows the class's ``_needs_rgb``; ``rgb=False`` keeps one
+        channel (to store images small and expand them later).
+        """
         size = self.image_size if size is None else size
-        if self._needs_rgb and x.shape[1] == 1:
+        rgb = self._needs_rgb if rgb is None else rgb
+        if rgb and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         size = (size, size) if isinstance(size, Integral) else tuple(size)
         if tuple(x.shape[-2:]) != size:
@@ -309,6 +511,38 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 x, size=size, mode="bilinear", align_corners=False, antialias=True
             )
         return x
+
+    def _working_image_batch(self, x):
+        """One batch ``(b, C, H, W)`` at the working size, clamped to [0, 1].
+
+        Grayscale stays one channel (pretrained networks expand it later);
+        the clamp undoes the small overshoot of antialiased resizing.
+        """
+        with torch.no_grad():
+            return self._to_working_size(x, rgb=False).float().clamp_(0.0, 1.0)
+
+    def _working_images(self, images, *, lazy=False):
+        """The training images at the working size: the one helper of every detector.
+
+        Parameters
+        ----------
+        images : ImageSet
+        lazy : bool, default=False
+            ``False``: one CPU float32 tensor ``(n, C, S, S)``.  ``True``: a
+            :class:`~skanomaly._training.WorkingSizeImages` dataset resizing
+            each image when it is read (memory of one image).
+
+        Returns
+        -------
+        Tensor or WorkingSizeImages
+        """
+        if lazy:
+            return WorkingSizeImages(images, self._working_image_batch)
+        parts = [
+            self._working_image_batch(x)
+            for x in images.batches(max(1, self.batch_size), device="cpu")
+        ]
+        return torch.cat(parts).contiguous()
 
     @staticmethod
     def _to_input_size(maps, size):
@@ -321,7 +555,9 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the live __dict__, and swapping a
+        # CUDA module for its CPU copy there would change the live detector.
+        state = dict(super().__getstate__())
         for key, value in state.items():
             if isinstance(value, torch.nn.Module) and any(
                 t.device.type != "cpu" for t in value.state_dict().values()

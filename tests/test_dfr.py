@@ -15,7 +15,11 @@ from skanomaly.backbones import FeatureStages, load_backbone
 from skanomaly.dfr.torch_model import CAE, RegionalFeatures, regional_features_literal
 from skanomaly.metrics import image_auroc, image_auroc_scorer, pixel_auroc, pro_score
 from skanomaly.model_selection import NormalOnlyKFold
-from tests.detectors import HAS_PRETRAINED, dfr
+from functools import partial
+
+from tests.detectors import HAS_PRETRAINED, make_detector
+
+dfr = partial(make_detector, "dfr")
 
 needs_pretrained = pytest.mark.skipif(
     not HAS_PRETRAINED, reason="needs skanomaly[pretrained] (timm + packaged weights)"

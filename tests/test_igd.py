@@ -33,7 +33,7 @@ from skanomaly.igd.torch_model import (
     Decoder,
     IGDBranch,
     IGDCritics,
-    IGDNetwork,
+    IGDModel,
     extract_patches,
     fold_patch_maps,
     patch_starts,
@@ -230,7 +230,7 @@ def test_distillation_loss():
 
 @pytest.mark.parametrize("size", [28, 32, 48])
 def test_network_shapes(size):
-    net = IGDNetwork(size, latent_dim=8, width=4, use_local=size >= 32)
+    net = IGDModel(size, latent_dim=8, width=4, use_local=size >= 32)
     x = torch.rand(3, 3, size, size)
     out = net(x)
     xb, z, x_hat = out["global"]
@@ -246,7 +246,7 @@ def test_network_shapes(size):
 
 
 def test_widths_follow_the_paper():
-    net = IGDNetwork(256, use_local=True)
+    net = IGDModel(256, use_local=True)
     enc = [b.conv2.out_channels for b in net.global_branch.encoder.blocks]
     dec = [b.conv2.out_channels for b in net.global_branch.decoder.blocks]
     assert enc == [64, 128, 256, 512] and dec == [512, 512, 256, 128, 64]

@@ -15,8 +15,12 @@ from skanomaly.inpainting.distortions import (
     random_shape_mask,
 )
 from skanomaly.inpainting.losses import InpaintingLoss, inpainting_loss
-from skanomaly.inpainting.torch_model import InpaintingNet, StackedDilatedConv
-from tests.factories_inpainting import small_detector
+from skanomaly.inpainting.torch_model import InpaintingAutoencoder, StackedDilatedConv
+from functools import partial
+
+from tests.detectors import make_detector
+
+small_detector = partial(make_detector, "inpainting")
 
 
 def _texture(size=64, channels=1, seed=0):
@@ -49,7 +53,7 @@ def _layers(net):
 
 
 def test_network_matches_table_1():
-    net = InpaintingNet(in_channels=3)
+    net = InpaintingAutoencoder(in_channels=3)
     layers = _layers(net)
     expected_outs = [32, 32, 64, 64, 128, 128] + [64] * 20 + [
         256, 256, 256, 128, 128, 128, 64, 64, 64, 32, 3,
@@ -73,7 +77,7 @@ def test_network_matches_table_1():
 
 def test_network_shapes_and_width_scaling():
     torch.manual_seed(0)
-    net = InpaintingNet(in_channels=1, width=4).eval()
+    net = InpaintingAutoencoder(in_channels=1, width=4).eval()
     x = torch.rand(2, 1, 24, 40)
     feats = net.bottleneck(net.encoder(x))
     assert feats.shape == (2, 5 * 8, 3, 5)  # SDC: 5 branches of 2 * width
@@ -81,7 +85,7 @@ def test_network_shapes_and_width_scaling():
     assert y.shape == x.shape
     assert torch.all((y > 0) & (y < 1))  # sigmoid output
     small = sum(p.numel() for p in net.parameters())
-    big = sum(p.numel() for p in InpaintingNet(in_channels=1, width=8).parameters())
+    big = sum(p.numel() for p in InpaintingAutoencoder(in_channels=1, width=8).parameters())
     assert 3.5 < big / small < 4.1  # conv weights grow with width ** 2
     with pytest.raises(ValueError, match="multiples of 8"):
         net(torch.rand(1, 1, 20, 24))

@@ -12,10 +12,11 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._training import TensorDataset, make_net
+from .._training import ArrayDataset, make_net
 from ..backbones import BACKBONES
-from ..base import BaseDetector, fpr_threshold
-from .torch_model import CAE, DFRLoss, RegionalFeatures
+from ..base import BaseDetector, fill_shared_doc
+from .losses import DFRLoss
+from .torch_model import CAE, RegionalFeatures, regional_error_map
 
 __all__ = ["DFRDetector"]
 
@@ -25,6 +26,7 @@ _MEMORY_CACHE_LIMIT = 2 * 1024**3
 _PCA_SAMPLES = 10_000
 
 
+@fill_shared_doc
 class DFRDetector(BaseDetector):
     """Unsupervised anomaly segmentation via deep feature reconstruction.
 
@@ -86,28 +88,7 @@ class DFRDetector(BaseDetector):
         Training and scoring batch size (paper: 4).
     lr : float, default=1e-4
         Adam learning rate (paper: 1e-4).
-    device : str, default="auto"
-        ``"auto"`` picks CUDA when available, else CPU.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the CAE initialisation, batch order, the PCA sample and a random
-        backbone initialisation.  Same seed, data and device: same scores.
-    contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets ``offset_``: ``"auto"`` flags no training image; a float is the
-        share of training images treated as outliers.
-    verbose : int, default=0
-        ``>0`` prints skorch's epoch log and a progress bar.
-    image_shape : tuple or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
-        one of H/W may be -1.
-    value_range : tuple (low, high) or None, default=None
-        Raw values mapped to 0 and 1 for data of another range (e.g.
-        ``(0, 4095)`` for 12-bit images); ``None``: uint8 means 0-255 and
-        floats 0-1.
-    callbacks : list of skorch callbacks or None, default=None
-        Added to the training net (e.g. ``EarlyStopping``, ``Checkpoint``).
-    validation_fraction : float or None, default=None
-        Holds out this share of the training images as skorch's validation
-        set (``valid_loss`` for early stopping).
+    [shared parameters]
 
     Attributes
     ----------
@@ -119,7 +100,7 @@ class DFRDetector(BaseDetector):
         ``c_d`` actually used.
     feature_extractor_ : RegionalFeatures
         The frozen backbone and regional feature generator.
-    net_ : skanomaly._training.ImageNet
+    net_ : skanomaly._training.UnsupervisedNet
         The trained skorch net holding the CAE (``net_.module_``).
     offset_ : float
         Decision threshold on ``score_samples``.
@@ -226,8 +207,21 @@ class DFRDetector(BaseDetector):
         self.validation_fraction = validation_fraction
 
     # ----------------------------------------------------------- helpers
+    def _check_params(self):
+        if self.image_size % 4:
+            raise ValueError(
+                f"image_size={self.image_size} must be a multiple of 4 (the 4x4 "
+                f"regional grid)."
+            )
+        self._resolve_layers()
+
     def _resolve_layers(self):
         n_layers = BACKBONES[self.backbone]["n_layers"]
+        if isinstance(self.scales, bool):
+            raise TypeError(
+                f"scales={self.scales!r} must be an int L (layers 1..L) or a sequence of "
+                f"layer numbers, not a bool."
+            )
         if isinstance(self.scales, Integral):
             if not 1 <= self.scales <= n_layers:
                 raise ValueError(
@@ -289,11 +283,6 @@ class DFRDetector(BaseDetector):
 
     # --------------------------------------------------------------- fit
     def _fit(self, images):
-        if self.image_size % 4:
-            raise ValueError(
-                f"image_size={self.image_size} must be a multiple of 4 (the 4x4 "
-                f"regional grid)."
-            )
         self.layers_ = self._resolve_layers()
         device = self.device_
         self.feature_extractor_ = RegionalFeatures(
@@ -318,23 +307,15 @@ class DFRDetector(BaseDetector):
                 module__in_channels=self.n_regional_features_,
                 module__latent_dim=self.latent_dim_,
             )
-            net.fit(TensorDataset(cache))
+            net.fit(ArrayDataset(cache))
         finally:
             del cache
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         self.net_ = net
 
-    def _anomaly_batch(self, x):
-        f = self._extract(x)
-        # Eq. (5) in place: at 256 px with f_{1:12} each (4, 3456, 64, 64)
-        # temporary is 226 MB, and feature_distance(f, f_hat) would make two.
-        err = self.net_.module_(f).sub_(f)
-        del f
-        regional = err.square_().sum(dim=1).sqrt_()
-        del err
-        maps = self._to_input_size(regional, x.shape[-2:])
-        return maps.amax(dim=(1, 2)), maps
-
-    def _set_thresholds(self, images, scores, maps):
-        self.threshold_ = fpr_threshold(maps, self.segmentation_fpr)
+    def _anomaly_working(self, xw):
+        # Eq. (5) on the regional grid; the image score is the maximum of the
+        # map at the input resolution (the base's default).
+        f = self.feature_extractor_(xw)
+        return None, regional_error_map(f, self.net_.module_(f))

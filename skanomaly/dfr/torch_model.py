@@ -12,7 +12,12 @@ from torch import nn
 
 from ..backbones import FeatureStages
 
-__all__ = ["CAE", "DFRLoss", "RegionalFeatures", "regional_features_literal", "feature_distance"]
+__all__ = [
+    "CAE",
+    "RegionalFeatures",
+    "regional_features_literal",
+    "regional_error_map",
+]
 
 
 def _alignment_operator(n_in, n_out, pool, mode):
@@ -153,26 +158,20 @@ class CAE(nn.Module):
         return self.decoder(self.encoder(f))
 
 
-def feature_distance(f, f_hat, eps=0.0):
-    """Per-location l2 distance ``||f_ij - f_hat_ij||_2`` (eq. 5), ``(b, h, w)``."""
-    return ((f - f_hat).pow(2).sum(dim=1) + eps).sqrt()
+def regional_error_map(f, f_hat):
+    """The anomaly map of eq. (5), ``||f_ij - f_hat_ij||_2`` per location, in place.
 
+    Equal to :func:`feature_distance` without ``eps`` but overwrites ``f_hat``
+    instead of allocating: at 256 px with ``f_{1:12}`` each
+    ``(4, 3456, 64, 64)`` temporary is 226 MB.  For inference only.
 
-class DFRLoss(nn.Module):
-    """Reconstruction loss of eq. (4): the averaged per-location l2 distance.
+    Parameters
+    ----------
+    f, f_hat : Tensor of shape (b, c, h, w)
+        Regional features and their reconstruction (``f_hat`` is consumed).
 
-    Notes
-    -----
-    Eq. (4) sums ``||f_ij - f_hat_ij||_2`` over locations and the text calls
-    it "averaged"; the mean over locations and images is used (Adam is
-    invariant to that constant).  The distance is the l2 norm, not its
-    square: the authors' code uses the mean squared error instead.  A tiny
-    ``eps`` inside the square root keeps the gradient finite at zero.
+    Returns
+    -------
+    map : Tensor of shape (b, h, w)
     """
-
-    def __init__(self, eps=1e-12):
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, f_hat, f):
-        return feature_distance(f, f_hat, self.eps).mean()
+    return f_hat.sub_(f).square_().sum(dim=1).sqrt_()

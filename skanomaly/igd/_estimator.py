@@ -8,11 +8,11 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._training import TensorDataset, make_net
-from ..base import BaseDetector, fpr_threshold
+from .._training import ArrayDataset, make_net
+from ..base import BaseDetector
 from ._net import IGDLoss, IGDNet, distill
 from .losses import LOCAL_WINDOW, global_window_size
-from .torch_model import DATA_RANGE, IGDNetwork, TeacherFeatures, fold_patch_maps, patch_starts
+from .torch_model import DATA_RANGE, IGDModel, TeacherFeatures, fold_patch_maps, patch_starts
 
 __all__ = ["IGDDetector"]
 
@@ -300,7 +300,7 @@ class IGDDetector(BaseDetector):
             teacher = TeacherFeatures(self.teacher, self.weights).to(self.device_)
         net = make_net(
             self,
-            module=IGDNetwork,
+            module=IGDModel,
             criterion=IGDLoss,
             net_class=IGDNet,
             e_step_interval=self.e_step_interval,
@@ -333,7 +333,7 @@ class IGDDetector(BaseDetector):
                 device=self.device_,
             )
         del teacher
-        net.partial_fit(TensorDataset(data))
+        net.partial_fit(ArrayDataset(data))
         self.net_ = net
 
     # ----------------------------------------------------------- scoring
@@ -373,5 +373,3 @@ class IGDDetector(BaseDetector):
         scores = self.xi * rec + (1.0 - self.xi) * h_loss
         return scores, self._to_input_size(maps, x.shape[-2:])
 
-    def _set_thresholds(self, images, scores, maps):
-        self.threshold_ = fpr_threshold(maps, self.segmentation_fpr)

@@ -9,7 +9,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_device
 from torch import nn
 
-from .._training import ImageNet
+from .._training import UnsupervisedNet
 from .losses import (
     LOCAL_WINDOW,
     autoencoder_loss,
@@ -88,10 +88,10 @@ class IGDLoss(nn.Module):
         return total
 
 
-class IGDNet(ImageNet):
+class IGDNet(UnsupervisedNet):
     """skorch net for IGD: EM over the Gaussian SVDD, critic/auto-encoder alternation.
 
-    ``module_`` is an :class:`~skanomaly.igd.torch_model.IGDNetwork`,
+    ``module_`` is an :class:`~skanomaly.igd.torch_model.IGDModel`,
     ``critic_`` the :class:`~skanomaly.igd.torch_model.IGDCritics` built to
     match it, ``optimizer_`` trains the auto-encoders and ``optimizer_critic_``
     (same optimizer class and settings) the critics.
@@ -108,7 +108,7 @@ class IGDNet(ImageNet):
 
     Parameters
     ----------
-    module, criterion : see :class:`skanomaly._training.ImageNet`
+    module, criterion : see :class:`skanomaly._training.UnsupervisedNet`
     e_step_interval : int, default=10
         Epochs between E-steps.
     kappa : float, default=0.5
@@ -264,7 +264,7 @@ def distill(network, teacher, images, *, iterations, batch_size, device, lr=1e-4
 
     Parameters
     ----------
-    network : IGDNetwork
+    network : IGDModel
     teacher : TeacherFeatures
     images : Tensor of shape (n, C, S, S)
         Training images at the working size, in [0, 1], on the CPU.

@@ -4,7 +4,7 @@ Nothing here knows about scikit-learn or skorch.  An IGD *branch* is an
 auto-encoder ``g_phi(f_theta(x))`` whose encoder ends in a linear projection
 to the latent space, plus the Gaussian SVDD statistics ``(mu, sigma^2)`` of
 its training embeddings; a *critic* ``d_psi`` regresses the interpolation
-coefficient of ACAI.  :class:`IGDNetwork` holds the global branch (whole
+coefficient of ACAI.  :class:`IGDModel` holds the global branch (whole
 images) and the local branch (32 x 32 patches, stride 16) and works on images
 in [0, 1], normalised inside with ImageNet's mean and standard deviation (the
 paper's pixel range ``L = 4.7579`` is that of ImageNet-normalised images).
@@ -36,7 +36,7 @@ __all__ = [
     "Decoder",
     "Critic",
     "IGDBranch",
-    "IGDNetwork",
+    "IGDModel",
     "IGDCritics",
     "TeacherFeatures",
     "branch_widths",
@@ -332,7 +332,7 @@ def fold_patch_maps(maps, height, width, stride=16):
     return total / count
 
 
-class IGDNetwork(nn.Module):
+class IGDModel(nn.Module):
     """The two IGD branches, on images in [0, 1].
 
     Parameters
@@ -363,7 +363,7 @@ class IGDNetwork(nn.Module):
     ):
         super().__init__()
         if not (use_global or use_local):
-            raise ValueError("IGDNetwork needs at least one branch.")
+            raise ValueError("IGDModel needs at least one branch.")
         self.image_size = int(image_size)
         self.width = int(width)
         self.patch_size = int(patch_size)

@@ -13,11 +13,11 @@ from skorch.callbacks import Callback
 from skorch.helper import predefined_split
 from skorch.utils import to_device
 
-from .._training import ImageNet, make_net
+from .._training import UnsupervisedNet, make_net
 from ..base import BaseDetector
 from .distortions import DistortionDataset
 from .losses import OBJECTIVES, InpaintingLoss
-from .torch_model import InpaintingNet
+from .torch_model import InpaintingAutoencoder
 
 __all__ = ["InpaintingAE", "largest_component_level", "remove_small_components"]
 
@@ -89,8 +89,8 @@ def remove_small_components(masks, min_area):
 
 
 # ------------------------------------------------------------ skorch glue
-class _InpaintingTrainer(ImageNet):
-    """ImageNet whose loss also sees the clean images and masks.
+class InpaintingAENet(UnsupervisedNet):
+    """UnsupervisedNet whose loss also sees the clean images and masks.
 
     Batches are ``(X_hat, target)`` with ``target = cat([X, M])`` along the
     channels (see :class:`DistortionDataset`); the criterion is called as
@@ -214,9 +214,9 @@ class InpaintingAE(BaseDetector):
 
     Attributes
     ----------
-    net_ : skanomaly._training.ImageNet
+    net_ : skanomaly._training.UnsupervisedNet
         The trained skorch net; ``net_.module_`` is the
-        :class:`~skanomaly.inpainting.torch_model.InpaintingNet`.
+        :class:`~skanomaly.inpainting.torch_model.InpaintingAutoencoder`.
     min_defect_area_ : int
         Minimal defect area in input pixels.
     threshold_ : float
@@ -442,9 +442,9 @@ class InpaintingAE(BaseDetector):
             extra["train_split"] = predefined_split(valid_set)
         net = make_net(
             self,
-            module=InpaintingNet,
+            module=InpaintingAutoencoder,
             criterion=InpaintingLoss,
-            net_class=_InpaintingTrainer,
+            net_class=InpaintingAENet,
             module__in_channels=images.n_channels,
             module__width=int(self.width),
             criterion__objective=self.objective,
@@ -462,10 +462,6 @@ class InpaintingAE(BaseDetector):
             if valid_set is not None:
                 valid_set.release()
         self.net_ = net
-        if len(valid_idx):
-            self._heldout_scores, _ = self._score_images(
-                images.subset(valid_idx), with_maps=False
-            )
 
     # ----------------------------------------------------------- scoring
     def _error_maps(self, x):
@@ -490,15 +486,19 @@ class InpaintingAE(BaseDetector):
         )
         return scores, maps
 
-    def _set_thresholds(self, images, scores, maps):
-        heldout = vars(self).pop("_heldout_scores", None)
-        reference = scores if heldout is None else heldout
-        self.reference_scores_ = np.asarray(reference, dtype=np.float64)
+    # The threshold is the §4.2 area rule on the reference images' scores,
+    # not a pixel quantile: no maps are kept at the end of fit.
+    _pixel_threshold = False
+
+    def _reference_images(self, images):
+        _, valid_idx = self._split(images.n_images)
+        return images.subset(valid_idx) if len(valid_idx) else images
+
+    def _set_thresholds(self, scores):
+        # With contamination="auto" the base's offset_ (lowest normality of
+        # the reference images) is exactly -threshold_: the §4.2 rule.
+        self.reference_scores_ = np.asarray(scores, dtype=np.float64)
         self.threshold_ = float(self.reference_scores_.max())
-        if self.contamination == "auto":
-            self.offset_ = -self.threshold_
-        elif heldout is not None:
-            self.offset_ = self._offset_from(-self.reference_scores_, self.contamination)
 
     def segment(self, X, threshold=None):
         """Binary anomaly masks: regions of at least ``min_defect_area_`` above a threshold.

@@ -1,13 +1,13 @@
 """The inpainting autoencoder of Bauer (2022), Table 1, as a plain PyTorch module.
 
 Nothing here knows about scikit-learn or skorch: the estimator in
-``_estimator.py`` wraps :class:`InpaintingNet`.
+``_estimator.py`` wraps :class:`InpaintingAutoencoder`.
 """
 
 import torch
 from torch import nn
 
-__all__ = ["InpaintingNet", "StackedDilatedConv"]
+__all__ = ["InpaintingAutoencoder", "StackedDilatedConv"]
 
 
 def _conv_bn_relu(in_channels, out_channels, kernel_size=3, dilation=1):
@@ -78,7 +78,7 @@ class StackedDilatedConv(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
-class InpaintingNet(nn.Module):
+class InpaintingAutoencoder(nn.Module):
     """Convolutional autoencoder with stacked dilated convolutions (Table 1).
 
     With ``width=32`` (the default) the layers are exactly those of Table 1
@@ -171,7 +171,7 @@ class InpaintingNet(nn.Module):
         """Reconstruct ``x`` (b, C, H, W) in [0, 1]; H and W multiples of 8."""
         if x.shape[-2] % 8 or x.shape[-1] % 8:
             raise ValueError(
-                "InpaintingNet needs image sides that are multiples of 8, "
+                "InpaintingAutoencoder needs image sides that are multiples of 8, "
                 f"got {tuple(x.shape[-2:])}."
             )
         z = self.bottleneck(self.encoder(x))

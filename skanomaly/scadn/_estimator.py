@@ -9,8 +9,8 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._training import make_net, runtime_device
-from ..base import BaseDetector, fpr_threshold
-from ._net import SCADNNet, WorkingSizeImages
+from ..base import BaseDetector, fill_shared_doc
+from ._net import SCADNNet
 from .losses import ADVERSARIAL_LOSSES, ReconstructionLoss
 from .masks import DEFAULT_MASK_SCALES, stripe_width, striped_masks
 from .torch_model import PatchDiscriminator, SCADNGenerator, scale_error_maps, select_scale
@@ -18,6 +18,7 @@ from .torch_model import PatchDiscriminator, SCADNGenerator, scale_error_maps, s
 __all__ = ["SCADNDetector"]
 
 
+@fill_shared_doc
 class SCADNDetector(BaseDetector):
     """Semantic context based anomaly detection network (SCADN).
 
@@ -68,27 +69,10 @@ class SCADNDetector(BaseDetector):
         processes this many images at a time, each through all masks.
     lr : float, default=1e-4
         Adam learning rate of the generator (paper: 1e-4, betas (0, 0.9)).
-    device : str, default="auto"
-        ``"auto"`` picks CUDA when available, else CPU.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, batch order and the training masks.
-    contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets ``offset_``: ``"auto"`` flags no training image; a float is the
-        share of training images treated as outliers.
-    verbose : int, default=0
-        ``>0`` prints skorch's epoch log and a progress bar.
-    image_shape : tuple or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
-        one of H/W may be -1.
-    value_range : tuple (low, high) or None, default=None
-        Raw values mapped to 0 and 1 for data of another range (e.g.
-        ``(0, 4095)`` for 12-bit images); ``None``: uint8 means 0-255 and
-        floats 0-1.
-    callbacks : list of skorch callbacks or None, default=None
-        Added to the training net.
-    validation_fraction : float or None, default=None
-        Holds out this share of the training images as skorch's validation
-        set; its ``valid_loss`` is the reconstruction loss with fixed masks.
+    [shared parameters]
+
+    With ``validation_fraction``, ``valid_loss`` is the reconstruction loss
+    with fixed masks.
 
     Attributes
     ----------
@@ -228,7 +212,7 @@ class SCADNDetector(BaseDetector):
         self.validation_fraction = validation_fraction
 
     # ----------------------------------------------------------- helpers
-    def _check_geometry(self):
+    def _check_params(self):
         size = self.image_size
         if size % 8 or size < 24:
             raise ValueError(
@@ -246,15 +230,14 @@ class SCADNDetector(BaseDetector):
             )
         return scales
 
-    def _scale_maps(self, x):
-        """Per-scale error maps (b, n_scales, S, S) of images at input size."""
-        xw = self._to_working_size(x)
+    def _scale_maps(self, xw):
+        """Per-scale error maps (b, n_scales, S, S) of images at the working size."""
         masks = striped_masks(*xw.shape[-2:], self.mask_scales_, device=xw.device)
         return scale_error_maps(self.net_.module_, xw, masks, chunk_size=4 * self.batch_size)
 
     # --------------------------------------------------------------- fit
     def _fit(self, images):
-        self.mask_scales_ = self._check_geometry()
+        self.mask_scales_ = self._check_params()
         self.stripe_widths_ = [stripe_width(self.image_size, s) for s in self.mask_scales_]
         channels = images.n_channels
         optim_kw = {"optimizer__betas": (0.0, 0.9), "optimizer_discriminator__betas": (0.0, 0.9)}
@@ -277,25 +260,22 @@ class SCADNDetector(BaseDetector):
             adversarial_loss=self.adversarial_loss,
             **optim_kw,
         )
-        net.fit(WorkingSizeImages(images, self._to_working_size))
+        net.fit(self._working_images(images, lazy=True))
         self.net_ = net
         # Reference value mu_i of each scale (eq. 9) from the training images.
         net.module_.eval()
         total = None
         with torch.inference_mode():
             for x in images.batches(self.batch_size, device=self.device_):
-                means = self._scale_maps(x).mean(dim=(2, 3)).sum(dim=0).double()
+                means = self._scale_maps(self._to_working_size(x)).mean(dim=(2, 3)).sum(dim=0).double()
                 total = means if total is None else total + means
         self.mu_ = (total / images.n_images).cpu().numpy()
 
-    def _anomaly_batch(self, x):
-        maps = self._scale_maps(x)
+    def _anomaly_working(self, xw):
+        maps = self._scale_maps(xw)
         mu = torch.as_tensor(self.mu_, dtype=maps.dtype, device=maps.device)
         scores, final, _ = select_scale(maps, mu)
-        return scores, self._to_input_size(final, x.shape[-2:])
-
-    def _set_thresholds(self, images, scores, maps):
-        self.threshold_ = fpr_threshold(maps, self.segmentation_fpr)
+        return scores, final
 
     def chosen_scales(self, X):
         """Index of the mask scale chosen for each image (eq. 9).
@@ -317,5 +297,6 @@ class SCADNDetector(BaseDetector):
         out = []
         with torch.inference_mode():
             for x in images.batches(self.batch_size, device=device):
-                out.append(select_scale(self._scale_maps(x), mu)[2].cpu().numpy())
+                xw = self._to_working_size(x)
+                out.append(select_scale(self._scale_maps(xw), mu)[2].cpu().numpy())
         return np.concatenate(out)

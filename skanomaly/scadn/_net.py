@@ -8,7 +8,7 @@ import torch
 from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator, to_device
 
-from .._training import ImageNet, TrainingDivergedError
+from .._training import UnsupervisedNet, TrainingDivergedError
 from .losses import (
     discriminator_loss,
     generator_adversarial_loss,
@@ -17,32 +17,10 @@ from .losses import (
 from .masks import DEFAULT_MASK_SCALES, random_mask_indices, striped_masks
 from .torch_model import PatchDiscriminator, masked_inputs
 
-__all__ = ["SCADNNet", "WorkingSizeImages"]
+__all__ = ["SCADNNet"]
 
 
-class WorkingSizeImages(torch.utils.data.Dataset):
-    """Training images of an ImageSet, resized one by one to the working size.
-
-    Parameters
-    ----------
-    images : skanomaly.validation.ImageSet
-    resize : callable
-        Maps a float tensor (1, C, H, W) in [0, 1] to the working size.
-    """
-
-    def __init__(self, images, resize):
-        self.images = images
-        self.resize = resize
-
-    def __len__(self):
-        return self.images.n_images
-
-    def __getitem__(self, i):
-        x = self.resize(self.images.tensor(i, i + 1))[0]
-        return x, torch.zeros(())
-
-
-class SCADNNet(ImageNet):
+class SCADNNet(UnsupervisedNet):
     """skorch net training SCADN's generator against a PatchGAN discriminator.
 
     ``module`` is the generator G, ``criterion`` the reconstruction loss of
