@@ -13,7 +13,6 @@ key=value`` (every detector) or ``--param dfr.key=value`` (one detector).
 import argparse
 import ast
 import datetime
-import importlib
 import os
 import platform
 import sys
@@ -29,13 +28,10 @@ if _ROOT not in sys.path:
 
 from skanomaly import metrics  # noqa: E402
 
-#: Benchmark name -> class name in skanomaly.
-DETECTORS = {
-    "dfr": "DFRDetector",
-    "inpainting": "InpaintingAE",
-    "scadn": "SCADNDetector",
-    "igd": "IGDDetector",
-}
+from skanomaly.registry import detector_names, get_detector  # noqa: E402
+
+#: Benchmark names: the registry's.
+DETECTORS = detector_names()
 
 
 def _has_offline_effnet():
@@ -103,15 +99,8 @@ def parse_overrides(items, names):
 
 
 def available(names):
-    """(name, class) for each requested detector that skanomaly provides."""
-    module = importlib.import_module("skanomaly")
-    found = []
-    for n in names:
-        try:
-            found.append((n, getattr(module, DETECTORS[n])))
-        except Exception as exc:  # a detector still being written, a missing extra
-            print(f"[skip] {n}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return found
+    """(name, class) for each requested detector, from the registry."""
+    return [(n, get_detector(n)) for n in names]
 
 
 def configs(args, image_size, task="localisation"):

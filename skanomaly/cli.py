@@ -22,7 +22,6 @@ parameters) print one line ``skanomaly: error: ...`` and exit with status 2.
 import argparse
 import ast
 import csv
-import importlib
 import os
 import sys
 import time
@@ -31,16 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import IMAGE_EXTENSIONS, read_images
+from .registry import detector_names, get_detector
 
-__all__ = ["main", "DETECTORS"]
-
-#: Detector names accepted by ``--detector`` and their classes in skanomaly.
-DETECTORS = {
-    "dfr": "DFRDetector",
-    "inpainting": "InpaintingAE",
-    "scadn": "SCADNDetector",
-    "igd": "IGDDetector",
-}
+__all__ = ["main"]
 
 
 class CLIError(Exception):
@@ -51,13 +43,10 @@ class CLIError(Exception):
 
 
 def _detector_class(name):
-    if name not in DETECTORS:
-        raise CLIError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}")
-    module = importlib.import_module("skanomaly")
-    cls = getattr(module, DETECTORS[name], None)
-    if cls is None:
-        raise CLIError(f"detector {name!r} ({DETECTORS[name]}) is not available in this install")
-    return cls
+    try:
+        return get_detector(name)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _parse_params(items):
@@ -309,7 +298,7 @@ def _parser():
     p = sub.add_parser("fit", help="train a detector on normal images and save it")
     p.add_argument("images", nargs="+", help="normal image files or folders")
     p.add_argument("-o", "--output", required=True, help="model file to write (joblib)")
-    p.add_argument("-d", "--detector", default="dfr", choices=sorted(DETECTORS),
+    p.add_argument("-d", "--detector", default="dfr", choices=detector_names(),
                    help="detector (default: dfr)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                    help="detector parameter, repeatable (e.g. --param max_epochs=20)")
