@@ -1,4 +1,4 @@
-"""The public contract (shared/CONTRACT.md), checked for every detector."""
+"""The public contract of every detector (see README "Input and output"), checked for every registered detector."""
 
 import joblib
 import numpy as np

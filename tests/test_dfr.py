@@ -47,7 +47,7 @@ def test_regional_features_equal_literal_definition(mode, size):
 
 
 def test_vgg19_layers_are_table_one():
-    # 16 ReLU outputs; f_{1:12} has 3456 channels and f_{1:16} 5504 (REFERENCE-NOTES).
+    # 16 ReLU outputs; f_{1:12} has 3456 channels and f_{1:16} 5504 (the authors' code).
     stages = FeatureStages("vgg19", None, range(1, 17))
     outs = stages(torch.rand(1, 3, 32, 32))
     assert len(outs) == 16
