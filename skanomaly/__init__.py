@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 # Class name -> module, read from the one registry of detectors.
 _LAZY = {cls_name: module for module, cls_name in REGISTRY.values()}
 _LAZY["TrainingDivergedError"] = "skanomaly._training"
+_LAZY["LongFitWarning"] = "skanomaly._training"
+_LAZY["load"] = "skanomaly.persistence"
 
 __all__ = [*_LAZY, "__version__"]
 

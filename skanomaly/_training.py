@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
+import warnings
 
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping
 from skorch.dataset import ValidSplit
 from skorch.utils import to_device
 
@@ -32,6 +34,9 @@ __all__ = [
     "WorkingSizeImages",
     "TrainingDivergedError",
     "FiniteLossGuard",
+    "FitProgressBar",
+    "FitTimeEstimate",
+    "LongFitWarning",
     "make_net",
     "resolve_device",
     "seeded",
@@ -223,6 +228,139 @@ def seeded(seed, device="cpu"):
         yield
 
 
+class LongFitWarning(UserWarning):
+    """A fit is projected to take longer than an hour at its settings."""
+
+
+class FitProgressBar(Callback):
+    """One progress bar over the whole fit, with an ETA (``verbose=1``).
+
+    The bar counts training batches over all ``max_epochs`` epochs and shows
+    the epoch and the latest losses; skorch's per-epoch table is printed only
+    with ``verbose >= 2``.
+
+    Parameters
+    ----------
+    desc : str, default="fit"
+        Label of the bar.
+    """
+
+    def __init__(self, desc="fit"):
+        self.desc = desc
+
+    def initialize(self):
+        self._bar = None
+        return self
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            per_epoch = math.ceil(len(dataset_train) / net.batch_size) if dataset_train else 0
+            remaining = net.max_epochs - (len(net.history) - 1)
+            self._bar = tqdm(total=per_epoch * max(1, remaining), desc=self.desc, unit="batch")
+
+    def on_batch_end(self, net, training=None, **kwargs):
+        if training and self._bar is not None:
+            self._bar.update(1)
+
+    def on_epoch_end(self, net, **kwargs):
+        if self._bar is not None:
+            row = net.history[-1]
+            post = {"epoch": row["epoch"]}
+            for key in ("train_loss", "valid_loss"):
+                if key in row:
+                    post[key] = f"{row[key]:.4g}"
+            self._bar.set_postfix(post, refresh=False)
+
+    def on_train_end(self, net, **kwargs):
+        self._close()
+
+    def _close(self):
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
+        self._bar = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_bar"] = None
+        return state
+
+
+class FitTimeEstimate(Callback):
+    """Warn early when a fit is projected to run longer than ``limit_s``.
+
+    After ``n_steps`` timed training batches (the first batch, which pays
+    for warm-up, is not timed) the mean batch time is multiplied by the
+    number of training batches of the whole fit; above the limit a
+    :class:`LongFitWarning` gives the estimate and the settings that would
+    cut it.
+
+    Parameters
+    ----------
+    hints : str
+        The settings to mention (device, image size, epochs, ...).
+    limit_s : float, default=3600
+    n_steps : int, default=3
+    """
+
+    def __init__(self, hints, limit_s=3600.0, n_steps=3):
+        self.hints = hints
+        self.limit_s = limit_s
+        self.n_steps = n_steps
+
+    def initialize(self):
+        self._per_epoch = None
+        self._times = []
+        self._start = None
+        self._seen = 0
+        self._done = False
+        return self
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        if self._per_epoch is None and dataset_train is not None:
+            self._per_epoch = math.ceil(len(dataset_train) / net.batch_size)
+            self._epochs = net.max_epochs - (len(net.history) - 1)
+
+    def on_batch_begin(self, net, training=None, **kwargs):
+        if training and not self._done:
+            self._start = time.perf_counter()
+
+    def on_batch_end(self, net, training=None, **kwargs):
+        if not training or self._done or self._start is None:
+            return
+        self._seen += 1
+        if self._seen > 1:
+            self._times.append(time.perf_counter() - self._start)
+        if len(self._times) >= self.n_steps:
+            self._done = True
+            total = (self._per_epoch or 1) * max(1, self._epochs)
+            projected = float(np.mean(self._times)) * total
+            if projected > self.limit_s:
+                warnings.warn(
+                    f"This fit is projected to take about {projected / 3600:.1f} h "
+                    f"({np.mean(self._times):.2f} s per batch x {total} batches on "
+                    f"{net.device}). To cut it: {self.hints}.",
+                    LongFitWarning,
+                    stacklevel=2,
+                )
+
+
+def _speed_hints(estimator):
+    """The settings that would shorten a detector's fit, for :class:`FitTimeEstimate`."""
+    params = estimator.get_params()
+    hints = []
+    if torch.device(estimator.device_).type == "cpu":
+        hints.append("a GPU (device='cuda')")
+    if "image_size" in params:
+        hints.append(f"a smaller image_size (now {params['image_size']})")
+    hints.append(f"fewer max_epochs (now {params['max_epochs']})")
+    hints.append("early stopping on validation_fraction")
+    if params.get("backbone") == "vgg19" or params.get("teacher") == "resnet18":
+        hints.append("the offline EfficientNet-Lite0 backbone")
+    return ", ".join(hints)
+
+
 def make_net(
     estimator,
     module,
@@ -253,8 +391,9 @@ def make_net(
         Not yet initialised.
     """
     callbacks = [("finite_loss", FiniteLossGuard())]
+    callbacks.append(("time_estimate", FitTimeEstimate(_speed_hints(estimator))))
     if estimator.verbose:
-        callbacks.append(("progress_bar", ProgressBar()))
+        callbacks.append(("progress_bar", FitProgressBar(type(estimator).__name__)))
     for i, cb in enumerate(estimator.callbacks or ()):
         callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
     fraction = getattr(estimator, "validation_fraction", None)
@@ -274,7 +413,8 @@ def make_net(
         train_split=train_split,
         iterator_train__shuffle=True,
         callbacks=callbacks,
-        verbose=int(estimator.verbose),
+        # verbose=1: one progress bar; >= 2 adds skorch's per-epoch table.
+        verbose=int(estimator.verbose >= 2),
     )
     params.update(kwargs)
     return net_class(**params)

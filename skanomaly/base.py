@@ -117,7 +117,11 @@ contamination : "auto" or float in (0, 0.5], default="auto"
     ones where the detector holds some out); a float is the share of them
     treated as outliers, as in :class:`~sklearn.ensemble.IsolationForest`.
 verbose : int, default=0
-    ``>0`` prints skorch's epoch log and a progress bar.
+    ``1`` shows one progress bar over the whole fit with an ETA; ``2`` also
+    prints skorch's per-epoch table.  Whatever ``verbose``, a fit projected
+    (from its first training steps) to take over an hour warns with the
+    estimate and the settings that would cut it
+    (:class:`skanomaly.LongFitWarning`).
 image_shape : tuple or None, default=None
     ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
     one of H/W may be -1.

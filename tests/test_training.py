@@ -1,0 +1,80 @@
+"""The shared skorch glue: progress output, long-fit warning, interrupts."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+
+import skanomaly._training as training
+from skanomaly import LongFitWarning
+from skanomaly.registry import detector_names
+from tests.detectors import make_detector, registered
+
+
+def _images(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:32, :32]
+    base = 0.5 + 0.25 * np.sin(xx / 3.0) * np.cos(yy / 4.0)
+    return np.clip(base + 0.05 * rng.standard_normal((n, 32, 32)), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", registered())
+def test_verbose_shows_one_bar_over_the_whole_fit(name, capsys):
+    det = make_detector(name, verbose=1, max_epochs=2).fit(_images())
+    callbacks = dict(det.net_.callbacks_)
+    assert isinstance(callbacks["progress_bar"], training.FitProgressBar)
+    assert not any(isinstance(cb, ProgressBar) for cb in callbacks.values())
+    out = capsys.readouterr()
+    # no skorch epoch table at verbose=1, and one bar (one "fit" label per refresh line)
+    assert "train_loss" not in out.out
+    bars = {m for m in re.findall(r"(\w+): +\d+%", out.err)}
+    assert bars == {type(det).__name__}
+    # the bar is not pickled with the net
+    assert callbacks["progress_bar"].__getstate__()["_bar"] is None
+
+
+def test_verbose_2_adds_skorch_table(capsys):
+    make_detector("dfr", verbose=2, max_epochs=2).fit(_images())
+    assert "train_loss" in capsys.readouterr().out
+
+
+def test_long_fit_warns_with_estimate_and_hints(monkeypatch):
+    clock = iter(np.arange(0, 1e6, 500.0))  # every timed batch "takes" 500 s
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    with pytest.warns(LongFitWarning, match=r"projected to take about .* h .*image_size"):
+        make_detector("dfr", max_epochs=2).fit(_images(16))
+
+
+def test_short_fit_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LongFitWarning)
+        make_detector("dfr", max_epochs=2).fit(_images())
+
+
+class _Interrupt(Callback):
+    def on_batch_end(self, net, training=None, **kwargs):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("name", registered())
+def test_ctrl_c_propagates_and_leaves_no_fitted_state(name):
+    X = _images()
+    det = make_detector(name).fit(X)
+    det.set_params(callbacks=[_Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        det.fit(X)
+    assert not [k for k in vars(det) if k.endswith("_")]
+    with pytest.raises(Exception, match="not fitted"):
+        check_is_fitted(det)
+
+
+def test_early_stopping_is_not_an_interrupt():
+    det = make_detector(
+        "dfr", max_epochs=30, validation_fraction=0.25,
+        callbacks=[EarlyStopping(patience=1, threshold=1e9)],
+    ).fit(_images(8))
+    assert len(det.net_.history) < 30
+    check_is_fitted(det)
