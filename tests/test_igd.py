@@ -10,7 +10,7 @@ from skanomaly.igd.losses import (
     autoencoder_loss,
     critic_loss,
     distillation_loss,
-    estimate_gaussian,
+    gaussian_from_moments,
     global_window_size,
     gsvdd_loss,
     interpolate_latents,
@@ -34,6 +34,7 @@ from skanomaly.igd.torch_model import (
     IGDBranch,
     IGDCritics,
     IGDModel,
+    branch_anomaly,
     extract_patches,
     fold_patch_maps,
     patch_starts,
@@ -150,19 +151,33 @@ def test_global_window_sizes():
 # ------------------------------------------------------------------------- losses
 
 
+def _estimate_gaussian(z, kappa=0.5, min_sigma2=1.0):
+    """Test-only reference of the E-step: statistics from all embeddings at once."""
+    z = z.double()
+    mu = z.mean(0)
+    sigma2 = torch.clamp(kappa * ((z - mu) ** 2).sum(1).mean(), min=min_sigma2)
+    return mu.float(), sigma2.float()
+
+
+def _moments(z):
+    z = z.double()
+    return z.sum(0), (z**2).sum(), len(z)
+
+
 def test_estep_statistics():
     g = torch.Generator().manual_seed(1)
     z = 3.0 * torch.randn(500, 8, generator=g) + torch.arange(8.0)
-    mu, sigma2 = estimate_gaussian(z, kappa=0.5)
+    mu, sigma2 = gaussian_from_moments(*_moments(z), kappa=0.5)
+    ref_mu, ref_sigma2 = _estimate_gaussian(z, kappa=0.5)
+    torch.testing.assert_close(mu, ref_mu)
+    torch.testing.assert_close(sigma2, ref_sigma2)
     torch.testing.assert_close(mu, z.mean(0))
-    expected = 0.5 * ((z - z.mean(0)) ** 2).sum(1).mean()
-    torch.testing.assert_close(sigma2, expected)
     assert abs(float(sigma2) - 0.5 * 8 * 9) < 4  # kappa * d * variance
     # sigma^2 is bounded below by 1 for tight clusters.
-    _, tight = estimate_gaussian(0.01 * torch.randn(100, 8, generator=g), kappa=0.5)
+    _, tight = gaussian_from_moments(*_moments(0.01 * torch.randn(100, 8, generator=g)), kappa=0.5)
     assert float(tight) == 1.0
     # kappa scales the estimate.
-    _, s1 = estimate_gaussian(z, kappa=1.0)
+    _, s1 = gaussian_from_moments(*_moments(z), kappa=1.0)
     torch.testing.assert_close(s1, 2 * sigma2)
 
 
@@ -172,7 +187,7 @@ def test_gsvdd_loss_matches_branch_and_grows_with_distance():
     branch.sigma2.fill_(2.0)
     z = branch.mu + torch.tensor([[0.0], [0.5], [1.0], [3.0]]) * torch.ones(4)
     loss = gsvdd_loss(z, branch.mu, branch.sigma2)
-    torch.testing.assert_close(loss, 1 - branch.gsvdd(z))
+    torch.testing.assert_close(loss, 1 - torch.exp(-((z - branch.mu) ** 2).sum(1) / branch.sigma2))
     assert float(loss[0]) == 0.0
     assert torch.all(loss[1:] > loss[:-1]) and float(loss[-1]) > 0.99
     torch.testing.assert_close(loss[1], 1 - torch.exp(torch.tensor(-4 * 0.25 / 2.0)))
@@ -241,8 +256,9 @@ def test_network_shapes(size):
         xb, z, x_hat = out["local"]
         assert xb.shape == (3 * n_patches, 3, 32, 32) and z.shape == (3 * n_patches, 8)
         assert x_hat.shape == xb.shape
-    critics = IGDCritics(width=4, use_local=False)
-    assert critics("global", x_hat if size < 32 else out["global"][2]).shape == (3,)
+    critics = IGDCritics(width=4, use_local=False, image_size=size)
+    assert critics.critic("global")(out["global"][2]).shape == (3,)
+    assert critics.critic("local") is None
 
 
 def test_widths_follow_the_paper():
@@ -297,12 +313,20 @@ def test_decoder_and_critic_small_sizes():
 
 # ---------------------------------------------------------------------- estimator
 
+import math  # noqa: E402
+import types  # noqa: E402
+from functools import partial  # noqa: E402
+
 import joblib  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
+from skorch.callbacks import Callback, GradientNormClipping, LRScheduler  # noqa: E402
 
+from skanomaly._training import TrainingDivergedError  # noqa: E402
 from skanomaly.igd import IGDDetector  # noqa: E402
+from skanomaly.igd._net import IGDNet, distill  # noqa: E402
+from skanomaly.igd.losses import IGDLoss  # noqa: E402
 from tests.detectors import HAS_PRETRAINED  # noqa: E402
 
 SMALL = dict(teacher=None, image_size=32, beta=1.0, width=4, latent_dim=8, max_epochs=2, batch_size=8, random_state=0)
@@ -365,6 +389,8 @@ def test_errors():
         IGDDetector(**{**SMALL, "image_size": 16, "beta": 0.5}).fit(X)
     with pytest.raises(ValueError, match="beta"):
         IGDDetector(**{**SMALL, "beta": 1.5}).fit(X)
+    with pytest.raises(ValueError, match="callbacks.*e_step"):
+        IGDDetector(**SMALL, callbacks=[("e_step", GradientNormClipping(1.0))]).fit(X)
     det = IGDDetector(**{**SMALL, "max_epochs": 1}).fit(X)
     with pytest.raises(ValueError, match="32x32"):
         det.score_samples(_stripes(2, size=40))
@@ -460,17 +486,207 @@ def test_both_branches_and_distillation():
     # The score mixes the branches with beta.
     with torch.no_grad():
         x = torch.as_tensor(X).permute(0, 3, 1, 2)
-        terms = {name: det._branch_terms(name, b, x) for name, b in module.branches()}
+        terms = {
+            name: branch_anomaly(module, name, x, rho=det.rho, global_window=det.global_window_)
+            for name, _ in module.branches()
+        }
     rec = 0.5 * terms["global"][0] + 0.5 * terms["local"][0]
     h = 0.5 * terms["global"][1] + 0.5 * terms["local"][1]
     np.testing.assert_allclose(-scores, (0.5 * rec + 0.5 * h).numpy(), rtol=1e-5)
     np.testing.assert_allclose(maps, (0.5 * terms["global"][2] + 0.5 * terms["local"][2]).numpy(), rtol=1e-4, atol=1e-6)
+    # Neither the distillation nor the training leaves the images behind.
+    assert not _holds_images(det, np.moveaxis(X, -1, 1).reshape(-1, 48, 48))
 
 
 def test_validation_fraction_records_valid_loss():
     det = IGDDetector(**{**SMALL, "validation_fraction": 0.25, "beta": 0.5}).fit(_stripes(12))
     valid = det.net_.history[:, "valid_loss"]
     assert len(valid) == 2 and np.all(np.isfinite(valid)) and np.all(np.asarray(valid) > 0)
+
+
+# ------------------------------------------------------------- skorch components
+
+def test_critic_is_a_skorch_component_with_its_own_optimizer():
+    net = IGDNet(
+        IGDModel, IGDLoss, module__image_size=32, module__latent_dim=4, module__width=2,
+        module__use_local=False, critic__width=2, critic__use_local=False, critic__image_size=32,
+        criterion__data_range=DATA_RANGE, optimizer_critic__lr=1e-3, lr=1e-4, max_epochs=1,
+        batch_size=4, train_split=None, device="cpu",
+    ).initialize()
+    assert "critic" in net._modules and "optimizer_critic" in net._optimizers
+    assert net.optimizer_critic_.param_groups[0]["lr"] == 1e-3
+    assert net.optimizer_.param_groups[0]["lr"] == 1e-4
+    net.set_params(critic__width=3)
+    assert net.critic_.critic("global").stem.out_channels == 6  # first critic block: 2 * width
+    critic_params = {id(p) for g in net.optimizer_critic_.param_groups for p in g["params"]}
+    assert critic_params == {id(p) for p in net.critic_.parameters()}
+    net.set_params(optimizer_critic__lr=5e-3)
+    assert net.optimizer_critic_.param_groups[0]["lr"] == 5e-3
+    assert "forward" not in vars(IGDCritics)  # a container: each critic is called itself
+
+
+class _GradNormAtStep(Callback):
+    """Records the gradient norm each optimizer sees right before it steps."""
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.norms = {"optimizer": [], "optimizer_critic": []}
+        self._handles = [
+            getattr(net, name + "_").register_step_pre_hook(partial(self._record, name)) for name in self.norms
+        ]
+
+    def _record(self, name, optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self.norms[name].append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def test_gradient_norm_clipping_clips_both_steps():
+    X = _stripes(8)
+    params = {**SMALL, "max_epochs": 1, "beta": 0.5, "batch_size": 4}
+    free = _GradNormAtStep()
+    IGDDetector(**params, callbacks=[free]).fit(X)
+    assert max(free.norms["optimizer"]) > 1e-3 and max(free.norms["optimizer_critic"]) > 1e-3
+    clipped = _GradNormAtStep()
+    IGDDetector(**params, callbacks=[GradientNormClipping(1e-3), clipped]).fit(X)
+    for name, norms in clipped.norms.items():
+        assert len(norms) == len(free.norms[name]) > 0  # every step of both branches
+        assert max(norms) <= 1e-3 * (1 + 1e-4), (name, max(norms))
+
+
+def _final_lrs(**params):
+    det = IGDDetector(**{**SMALL, "max_epochs": 2}, **params).fit(_stripes(16))
+    return det.net_.optimizer_.param_groups[0]["lr"], det.net_.optimizer_critic_.param_groups[0]["lr"]
+
+
+def test_lr_schedule_is_a_replaceable_callback_that_composes():
+    total = 2 * 2  # epochs x batches per epoch (16 images, batches of 8)
+    decayed = 1e-4 * (1 - (total - 1) / total) ** 0.9
+    assert _final_lrs() == pytest.approx((decayed, decayed))
+    # Replaced by name: None keeps the rates constant ...
+    assert _final_lrs(callbacks=[("lr_schedule", None)]) == (1e-4, 1e-4)
+    # ... and a user's scheduler runs instead (skorch's LRScheduler drives optimizer_).
+    step = LRScheduler(policy=torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    assert _final_lrs(callbacks=[("lr_schedule", step)]) == pytest.approx((0.25e-4, 1e-4))
+    # Another scheduler next to the default one is not overwritten: both apply.
+    expo = LRScheduler(policy=torch.optim.lr_scheduler.ExponentialLR, gamma=0.5)
+    assert _final_lrs(callbacks=[expo]) == pytest.approx((0.25 * decayed, decayed))
+
+
+class _LocalBatchSizes(Callback):
+    """Largest batch of patches the local encoder sees in training and in eval mode."""
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.largest = {True: 0, False: 0}
+        self._handle = net.module_.local_branch.encoder.register_forward_hook(self._record)
+
+    def _record(self, module, args, output):
+        self.largest[module.training] = max(self.largest[module.training], len(args[0]))
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        self._handle.remove()
+        self._handle = None
+
+
+def test_validation_chunks_the_local_patches_like_training():
+    X = _stripes(8, size=48)  # 4 patches per image
+    spy = _LocalBatchSizes()
+    det = IGDDetector(
+        **{**SMALL, "image_size": 48, "beta": 0.5, "batch_size": 4, "max_epochs": 1},
+        validation_fraction=0.5, callbacks=[spy],
+    ).fit(X)
+    assert spy.largest[True] == 4  # training: chunks of batch_size patches
+    assert 0 < spy.largest[False] <= spy.largest[True]  # validation and E-step
+    assert math.isfinite(det.net_.history[-1, "valid_loss"])
+
+
+def _reachable_arrays(root):
+    """Every tensor and array reachable from ``root`` through attributes and containers."""
+    seen, stack, found = set(), [root], []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float, bool)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found.append(obj.detach().cpu().numpy())
+            continue
+        if isinstance(obj, np.ndarray):
+            found.append(obj)
+            continue
+        if isinstance(obj, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
+            continue
+        if isinstance(obj, torch.nn.Module):
+            stack.extend(obj.state_dict().values())
+        if isinstance(obj, torch.optim.Optimizer):
+            stack.append(obj.state_dict())
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        if hasattr(obj, "__dict__"):
+            stack.extend(vars(obj).values())
+    return found
+
+
+def _holds_images(root, images):
+    n, h, w = images.shape
+    wanted = {row.tobytes() for row in images.astype(np.float32).reshape(n, h * w)}
+    for array in _reachable_arrays(root):
+        if array.size and array.size % (h * w) == 0 and np.issubdtype(array.dtype, np.floating):
+            rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, h * w)
+            if any(row.tobytes() in wanted for row in rows):
+                return True
+    return False
+
+
+def test_fitted_detector_holds_no_training_images():
+    X = _stripes(8)
+    det = IGDDetector(**{**SMALL, "beta": 0.5, "max_epochs": 1}, validation_fraction=0.25).fit(X)
+    assert not _holds_images(det, X)
+    det._probe = [{"x": torch.as_tensor(X[3:4])[:, None]}]  # the walk finds a planted image
+    assert _holds_images(det, X)
+
+
+class _Teacher(torch.nn.Module):
+    """A fixed linear teacher for distillation tests (6 features); ``scale=nan`` diverges."""
+
+    def __init__(self, scale=1.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("w", scale * torch.randn(3, 6, generator=g))
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) @ self.w
+
+
+class _CountBatches(Callback):
+    def __init__(self):
+        self.count = 0
+
+    def on_batch_end(self, net, **kwargs):
+        self.count += 1
+
+
+def test_distillation_runs_through_skorch(capsys):
+    torch.manual_seed(0)
+    images = torch.as_tensor(_stripes(6))[:, None]
+    spy = _CountBatches()
+    det = IGDDetector(**{**SMALL, "beta": 0.5, "batch_size": 4}, verbose=1, callbacks=[spy])
+    det.device_, det._seed_ = "cpu", 0
+    model = IGDModel(32, latent_dim=4, width=2, teacher_dim=6)
+    losses = distill(det, model, _Teacher(), images, iterations=6)
+    assert set(losses) == {"global", "local"} and all(map(math.isfinite, sum(losses.values(), ())))
+    assert model.global_branch.backbone_frozen and model.local_branch.backbone_frozen
+    captured = capsys.readouterr()
+    assert captured.out + captured.err  # progress output with verbose
+    assert spy.count == 0  # the user's callbacks are for the IGD training only
+    with pytest.raises(TrainingDivergedError):
+        distill(det, IGDModel(32, latent_dim=4, width=2, teacher_dim=6), _Teacher(float("nan")), images,
+                iterations=2)
 
 
 def test_small_images_drop_blocks():
@@ -498,21 +714,3 @@ def fmnist():
     X_train, y_train = load_fashion_mnist(FMNIST, subset="train")
     X_test, y_test = load_fashion_mnist(FMNIST, subset="test")
     return X_train, y_train, X_test, y_test
-
-
-def test_quality_one_class_fashion_mnist_and_defect_maps(fmnist):
-    """The paper's protocol at a tiny scale: trousers normal, other classes anomalous."""
-    from skanomaly.datasets import make_defects
-
-    X_train, y_train, X_test, y_test = fmnist
-    normal = 1
-    det = IGDDetector(**{**SMALL, "latent_dim": 16, "batch_size": 16, "max_epochs": 5, "lr": 1e-3})
-    det.fit(X_train[y_train == normal][:120])
-    idx = np.random.default_rng(0).choice(len(X_test), 300, replace=False)
-    auroc = roc_auc_score(y_test[idx] != normal, -det.score_samples(X_test[idx]))
-    assert auroc > 0.85, auroc
-    # Heatmaps find defects planted on unseen normal images.
-    good = X_test[y_test == normal][:30]
-    bad, masks = make_defects(good, kinds=("scratch", "stain", "patch"), random_state=0)
-    pixel_auroc = roc_auc_score(masks.ravel(), det.transform(bad).ravel())
-    assert pixel_auroc > 0.7, pixel_auroc

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from numbers import Integral, Real
 
-import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._training import ArrayDataset, make_net
-from ..base import BaseDetector
-from ._net import IGDLoss, IGDNet, distill
-from .losses import LOCAL_WINDOW, global_window_size
-from .torch_model import DATA_RANGE, IGDModel, TeacherFeatures, fold_patch_maps, patch_starts
+from ..base import BaseDetector, fill_shared_doc
+from ._net import IGDNet, distill
+from .losses import LOCAL_WINDOW, IGDLoss, global_window_size
+from .torch_model import DATA_RANGE, IGDCritics, IGDModel, TeacherFeatures, igd_anomaly, patch_starts
 
 __all__ = ["IGDDetector"]
 
@@ -20,6 +19,7 @@ _PATCH = 32
 _STRIDE = 16
 
 
+@fill_shared_doc
 class IGDDetector(BaseDetector):
     """Unsupervised anomaly detection and localisation with interpolated Gaussian descriptors.
 
@@ -84,30 +84,16 @@ class IGDDetector(BaseDetector):
         Images per training step of the global branch, patches per step of
         the local branch, images per distillation step (the paper: 64).
     lr : float, default=1e-4
-        Initial Adam learning rate, decayed polynomially to 0.
-    device : str, default="auto"
-        ``"auto"`` picks CUDA when available, else CPU.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, batch order, the interpolation coefficients,
-        patch shuffling and distillation sampling.  Same seed, data and
-        device: same scores.
-    contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets ``offset_``: ``"auto"`` flags no training image; a float is the
-        share of training images treated as outliers.
-    verbose : int, default=0
-        ``>0`` prints skorch's epoch log (``train_loss`` is the auto-encoder
-        loss summed over branches; ``critic_loss`` is recorded per batch).
-    image_shape : tuple or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to unflatten 2-D ``(n, n_features)`` input;
-        one of H/W may be -1.
-    value_range : tuple (low, high) or None, default=None
-        Raw values mapped to 0 and 1 for data of another range; ``None``:
-        uint8 means 0-255 and floats 0-1.
-    callbacks : list of skorch callbacks or None, default=None
-        Added to the training net.
-    validation_fraction : float or None, default=None
-        Holds out this share of the training images as skorch's validation
-        set (``valid_loss``: ``l_m + l_h`` summed over branches).
+        Initial Adam learning rate of the auto-encoders and the critics,
+        decayed polynomially to 0 (see Notes to replace the schedule).
+    [shared parameters]
+
+    ``random_state`` also seeds the interpolation coefficients, patch
+    shuffling and distillation sampling.  ``train_loss`` in skorch's log is
+    the auto-encoder loss summed over branches; ``critic_loss`` is recorded
+    per batch.  With ``validation_fraction``, ``valid_loss`` is ``l_m + l_h``
+    summed over branches.  ``callbacks`` apply to the IGD training, not to
+    the distillation.
 
     Attributes
     ----------
@@ -117,6 +103,9 @@ class IGDDetector(BaseDetector):
         ``net_.optimizer_``, ``net_.optimizer_critic_``, ``net_.history``.
     global_window_ : int
         Gaussian window of the global MS-SSIM at ``image_size``.
+    teacher_dim_ : int or None
+        Feature size of the teacher (None without one); sizes the
+        distillation heads.
     distillation_loss_ : dict
         Per branch, the mean distillation loss of the first and last
         ``min(50, kd_iterations // 2)`` iterations (empty without a teacher).
@@ -183,6 +172,29 @@ class IGDDetector(BaseDetector):
     - Training simply runs ``max_epochs``; the authors selected epochs on
       the test set.
 
+    Training runs on skorch (:class:`~skanomaly.igd._net.IGDNet`): the
+    critics are the net's ``critic_`` module with their own optimizer
+    ``optimizer_critic_``, so ``net_.set_params(critic__...,
+    optimizer_critic__...)`` reaches them.  Each backward pass (auto-encoder,
+    then critic) notifies ``on_grad_computed`` before its optimizer steps,
+    so a :class:`skorch.callbacks.GradientNormClipping` in ``callbacks``
+    clips both.  The E-step is the net's default callback ``"e_step"``;
+    the learning-rate decay its default callback ``"lr_schedule"``
+    (:class:`~skanomaly.igd._net.PolynomialLRDecay`), which scales the
+    current rates, so another scheduler in ``callbacks`` composes with it.
+    To replace it, pass a callback with that name, e.g.
+    ``callbacks=[("lr_schedule", LRScheduler(policy=...))]`` (skorch's
+    :class:`~skorch.callbacks.LRScheduler` schedules ``optimizer_`` only;
+    the critics then keep ``lr``), or ``("lr_schedule", None)`` for
+    constant rates.  Validation and the E-step pass the local branch's
+    patches through the network in chunks of ``batch_size``, as training
+    does.  The distillation trains a
+    :class:`~skanomaly.igd._net.DistillationNet` per branch (one epoch of
+    ``kd_iterations`` batches) with the same progress output (``verbose``)
+    and divergence check; the user's ``callbacks`` are not added to it,
+    since those monitoring validation scores or saving checkpoints would
+    fail or be overwritten there.
+
     References
     ----------
     Y. Chen, Y. Tian, G. Pang, G. Carneiro. "Deep one-class classification
@@ -247,6 +259,10 @@ class IGDDetector(BaseDetector):
         value_range=None,
         callbacks=None,
         validation_fraction=None,
+        early_stopping=False,
+        n_iter_no_change=10,
+        tol=1e-4,
+        precision="float32",
     ):
         self.teacher = teacher
         self.weights = weights
@@ -272,41 +288,48 @@ class IGDDetector(BaseDetector):
         self.value_range = value_range
         self.callbacks = callbacks
         self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.precision = precision
 
     # --------------------------------------------------------------- fit
-    def _working_images(self, images):
-        """Training images at the working size, in [0, 1], on the CPU (one channel if gray)."""
-        parts = []
-        with torch.no_grad():
-            for x in images.batches(max(1, self.batch_size)):
-                gray = x.shape[1] == 1
-                x = self._to_working_size(x)
-                parts.append((x[:, :1] if gray else x).float().cpu())
-        return torch.cat(parts)
-
-    def _fit(self, images):
-        use_global = self.beta > 0
-        use_local = self.beta < 1
-        if use_local and self.image_size < _PATCH:
+    def _check_params(self):
+        if self.beta < 1 and self.image_size < _PATCH:
             raise ValueError(
                 f"image_size={self.image_size} is smaller than the local branch's "
-                f"{_PATCH}x{_PATCH} patches; use image_size >= {_PATCH} or beta=1 "
-                f"(global branch only)."
+                f"{_PATCH}x{_PATCH} patches (beta={self.beta!r} < 1 uses it); use "
+                f"image_size >= {_PATCH} or beta=1 (global branch only)."
             )
-        self.global_window_ = global_window_size(self.image_size)
-        data = self._working_images(images)
-        teacher = None
-        if self.teacher is not None:
-            teacher = TeacherFeatures(self.teacher, self.weights).to(self.device_)
+        for item in self.callbacks or ():
+            if isinstance(item, (tuple, list)) and item and item[0] == "e_step":
+                raise ValueError(
+                    "callbacks holds a callback named 'e_step', the name of IGD's "
+                    "E-step callback, which cannot be replaced; give it another name."
+                )
+
+    #: Fitted values the safe model format stores (see ``BaseDetector.save``).
+    _fitted_attributes = ("global_window_", "teacher_dim_", "distillation_loss_")
+
+    def _build_networks(self, pretrained=True):
+        """Build the untrained, initialised skorch net (auto-encoders and critics).
+
+        Called by ``fit`` before training (and by ``skanomaly.load`` before
+        loading saved tensors); needs ``global_window_`` and
+        ``teacher_dim_``.  ``pretrained`` is unused: the teacher is needed
+        only during ``fit``.
+        """
+        use_global, use_local = self.beta > 0, self.beta < 1
+        betas, decay = (0.0, 0.9), 1e-6
         net = make_net(
             self,
             module=IGDModel,
             criterion=IGDLoss,
             net_class=IGDNet,
-            e_step_interval=self.e_step_interval,
-            kappa=self.kappa,
-            optimizer__betas=(0.0, 0.9),
-            optimizer__weight_decay=1e-6,
+            optimizer__betas=betas,
+            optimizer__weight_decay=decay,
+            optimizer_critic__betas=betas,
+            optimizer_critic__weight_decay=decay,
             module__image_size=self.image_size,
             module__latent_dim=self.latent_dim,
             module__width=self.width,
@@ -314,27 +337,39 @@ class IGDDetector(BaseDetector):
             module__use_local=use_local,
             module__patch_size=_PATCH,
             module__patch_stride=_STRIDE,
-            module__teacher_dim=None if teacher is None else teacher.n_features,
+            module__teacher_dim=self.teacher_dim_,
+            critic=IGDCritics,
+            critic__width=self.width,
+            critic__use_global=use_global,
+            critic__use_local=use_local,
+            critic__image_size=self.image_size,
+            critic__patch_size=_PATCH,
+            criterion__data_range=DATA_RANGE,
             criterion__rho=self.rho,
             criterion__lam=self.lam,
             criterion__global_window=self.global_window_,
             criterion__local_window=LOCAL_WINDOW,
-            criterion__data_range=DATA_RANGE,
+            callbacks__e_step__interval=self.e_step_interval,
+            callbacks__e_step__kappa=self.kappa,
         )
-        net.initialize()
+        self.net_ = net.initialize()
+
+    def _fit(self, images):
+        self.global_window_ = global_window_size(self.image_size)
+        data = self._working_images(images)
+        teacher = None
+        if self.teacher is not None:
+            teacher = TeacherFeatures(self.teacher, self.weights).to(self.device_)
+        self.teacher_dim_ = None if teacher is None else teacher.n_features
+        self._build_networks()
+        net = self.net_
         self.distillation_loss_ = {}
         if teacher is not None and self.kd_iterations > 0:
             self.distillation_loss_ = distill(
-                net.module_,
-                teacher,
-                data,
-                iterations=self.kd_iterations,
-                batch_size=self.batch_size,
-                device=self.device_,
+                self, net.module_, teacher, data, iterations=self.kd_iterations
             )
         del teacher
         net.partial_fit(ArrayDataset(data))
-        self.net_ = net
 
     # ----------------------------------------------------------- scoring
     def _inference_batch_size(self):
@@ -344,32 +379,15 @@ class IGDDetector(BaseDetector):
             return max(1, self.batch_size // n_patches)
         return self.batch_size
 
-    def _branch_terms(self, name, branch, x):
-        """Per-image ``l_m``, ``l_h`` and per-pixel ``l_m`` of one branch, x in [0, 1]."""
-        module, criterion = self.net_.module_, self.net_.criterion_
-        xb = module.branch_input(name, x)
-        z, x_hat = branch(xb)
-        rec = criterion.reconstruction(name, xb, x_hat)
-        h_loss = 1.0 - branch.gsvdd(z)
-        maps = criterion.reconstruction_map(name, xb, x_hat)
-        if name == "local":
-            b = len(x)
-            rec = rec.view(b, -1).mean(1)
-            h_loss = h_loss.view(b, -1).mean(1)
-            maps = fold_patch_maps(maps, x.shape[-2], x.shape[-1], _STRIDE)
-        return rec, h_loss, maps
-
-    def _anomaly_batch(self, x):
-        xw = self._to_working_size(x)
-        if xw.shape[1] == 1:
-            xw = xw.expand(-1, 3, -1, -1)
-        rec = h_loss = maps = 0.0
-        for name, branch in self.net_.module_.branches():
-            weight = self.beta if name == "global" else 1.0 - self.beta
-            r, h, m = self._branch_terms(name, branch, xw)
-            rec = rec + weight * r
-            h_loss = h_loss + weight * h
-            maps = maps + weight * m
-        scores = self.xi * rec + (1.0 - self.xi) * h_loss
-        return scores, self._to_input_size(maps, x.shape[-2:])
-
+    def _anomaly_working(self, xw):
+        return igd_anomaly(
+            self.net_.module_,
+            xw,
+            beta=self.beta,
+            xi=self.xi,
+            rho=self.rho,
+            global_window=self.global_window_,
+            local_window=LOCAL_WINDOW,
+            data_range=DATA_RANGE,
+            chunk_size=max(1, self.batch_size),
+        )

@@ -1,23 +1,28 @@
-"""IGD's losses (Chen et al., 2022, eqs. 5-12), as plain tensor functions.
+"""IGD's losses (Chen et al., 2022, eqs. 5-12): tensor functions and skorch criteria.
 
 Every function returns per-sample values (or a scalar where the paper's
 quantity is a batch statistic) so that the training step, the anomaly score
-and the tests share one definition.
+and the tests share one definition.  :class:`IGDLoss` (the criterion of
+:class:`~skanomaly.igd._net.IGDNet`) and :class:`DistillationLoss` (that of
+the distillation net) wrap them with their settings.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from .ssim import GLOBAL_WEIGHTS, ms_ssim_map, ms_ssim_value
+from .ssim import GLOBAL_WEIGHTS, LOCAL_WEIGHTS, ms_ssim_map, ms_ssim_value
 
 __all__ = [
+    "IGDLoss",
+    "DistillationLoss",
+    "ms_ssim_settings",
     "sample_alpha",
     "interpolate_latents",
     "critic_loss",
     "autoencoder_loss",
     "gsvdd_loss",
-    "estimate_gaussian",
     "gaussian_from_moments",
     "reconstruction_loss",
     "reconstruction_map",
@@ -90,36 +95,8 @@ def gsvdd_loss(z, mu, sigma2):
     return 1.0 - torch.exp(-((z - mu) ** 2).sum(1) / sigma2)
 
 
-def estimate_gaussian(z, kappa=0.5, min_sigma2=1.0):
-    """E-step of IGD: Gaussian SVDD statistics of training embeddings.
-
-    ``mu = mean(z)``, ``sigma^2 = max(min_sigma2, kappa * mean ||z - mu||^2)``.
-
-    Parameters
-    ----------
-    z : Tensor of shape (n, d)
-        Embeddings ``f_theta(x_i)`` of the training images (or patches).
-    kappa : float, default=0.5
-        Scale of the variance estimate (the paper's ``kappa``).
-    min_sigma2 : float, default=1.0
-        The paper's lower bound on ``sigma^2``.
-
-    Returns
-    -------
-    mu : Tensor of shape (d,)
-        Gaussian SVDD centre ``mu_gamma``.
-    sigma2 : Tensor of shape ()
-        Gaussian SVDD variance ``sigma_gamma^2``.
-    """
-    z = z.detach().to(torch.float64)
-    mu = z.mean(0)
-    sigma2 = kappa * ((z - mu) ** 2).sum(1).mean()
-    sigma2 = torch.clamp(sigma2, min=min_sigma2)
-    return mu.to(torch.float32), sigma2.to(torch.float32)
-
-
 def gaussian_from_moments(sum_z, sum_sq, n, *, kappa=0.5, min_sigma2=1.0):
-    """The E-step of :func:`estimate_gaussian` from streamed moments.
+    """E-step of IGD: Gaussian SVDD statistics of the training embeddings, from streamed moments.
 
     Parameters
     ----------
@@ -129,11 +106,18 @@ def gaussian_from_moments(sum_z, sum_sq, n, *, kappa=0.5, min_sigma2=1.0):
         Sum of their squared norms.
     n : int
         Number of embeddings.
-    kappa, min_sigma2 : float
+    kappa : float, default=0.5
+        Scale of the variance estimate (the paper's ``kappa``).
+    min_sigma2 : float, default=1.0
+        The paper's lower bound on ``sigma^2``.
 
     Returns
     -------
-    mu, sigma2 : as :func:`estimate_gaussian`
+    mu : Tensor of shape (d,)
+        Gaussian SVDD centre ``mu_gamma = mean(z)``.
+    sigma2 : Tensor of shape ()
+        Gaussian SVDD variance
+        ``sigma_gamma^2 = max(min_sigma2, kappa * mean ||z - mu||^2)``.
 
     Notes
     -----
@@ -189,3 +173,98 @@ def reconstruction_map(x, x_hat, *, rho=0.15, data_range, weights=GLOBAL_WEIGHTS
 def distillation_loss(student, teacher):
     """Knowledge-distillation loss, eq. 10: ``||f_I(x) - f_theta(x)||^2`` averaged over the batch."""
     return ((teacher - student) ** 2).sum(1).mean()
+
+
+def ms_ssim_settings(name, global_window, local_window=LOCAL_WINDOW):
+    """MS-SSIM scale weights and window of a branch.
+
+    Parameters
+    ----------
+    name : {"global", "local"}
+        The branch: five scales on whole images, four on 32 x 32 patches.
+    global_window : int
+        Gaussian window of the global MS-SSIM (:func:`global_window_size`).
+    local_window : int, default=LOCAL_WINDOW
+
+    Returns
+    -------
+    settings : dict
+        ``weights`` and ``win_size`` for :func:`reconstruction_loss` and
+        :func:`reconstruction_map`.
+    """
+    if name == "global":
+        return {"weights": GLOBAL_WEIGHTS, "win_size": int(global_window)}
+    if name == "local":
+        return {"weights": LOCAL_WEIGHTS, "win_size": int(local_window)}
+    raise ValueError(f"name must be 'global' or 'local'; got {name!r}.")
+
+
+class IGDLoss(nn.Module):
+    """IGD's per-branch losses with their settings (the criterion of ``IGDNet``).
+
+    Parameters
+    ----------
+    data_range : float
+        ``L`` of eq. 8, the pixel range of the branch inputs.
+    rho : float, default=0.15
+        Weight of the MAE in eq. 8.
+    lam : float, default=0.1
+        Weight of the adversarial term in eq. 6.
+    global_window : int, default=11
+        Gaussian window of the global MS-SSIM (five scales).
+    local_window : int, default=LOCAL_WINDOW
+        Gaussian window of the local MS-SSIM (four scales).
+
+    Notes
+    -----
+    Called as ``criterion(y_pred)``, with ``y_pred`` a dict
+    ``{name: (x, z, x_hat, h_loss)}`` of branch inputs, embeddings,
+    reconstructions and per-sample Gaussian SVDD losses, it returns the sum
+    over branches of the mean of ``l_m + l_h`` (eqs. 8 and 7), without the
+    critic's term: the validation loss.
+    """
+
+    def __init__(self, data_range, rho=0.15, lam=0.1, global_window=11, local_window=LOCAL_WINDOW):
+        super().__init__()
+        self.data_range = data_range
+        self.rho = rho
+        self.lam = lam
+        self.global_window = global_window
+        self.local_window = local_window
+
+    def reconstruction(self, name, x, x_hat):
+        """``l_m`` of eq. 8 for one branch, per sample (image or patch): (b,)."""
+        settings = ms_ssim_settings(name, self.global_window, self.local_window)
+        return reconstruction_loss(x, x_hat, rho=self.rho, data_range=self.data_range, **settings)
+
+    def forward(self, y_pred, X=None):
+        total = 0.0
+        for name, (xb, z, x_hat, h_loss) in y_pred.items():
+            total = total + self.reconstruction(name, xb, x_hat).mean() + h_loss.mean()
+        return total
+
+
+class DistillationLoss(nn.Module):
+    """Eq. 10 against a frozen teacher: the criterion of the distillation net.
+
+    Parameters
+    ----------
+    teacher : nn.Module
+        Maps images in [0, 1] to the target features ``f_I(x)`` (e.g.
+        :class:`~skanomaly.igd.torch_model.TeacherFeatures`); never trained.
+
+    Notes
+    -----
+    Called as ``criterion(student_features, x)``: the student's features of
+    the batch ``x`` and the batch itself, whose teacher features are the
+    targets.
+    """
+
+    def __init__(self, teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, student, x):
+        with torch.no_grad():
+            target = self.teacher(x)
+        return distillation_loss(student, target)

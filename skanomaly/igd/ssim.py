@@ -131,7 +131,7 @@ def ssim_maps(x, y, *, data_range, win_size=11, win_sigma=1.5, K=(0.01, 0.03), p
 
 def _downsample(x):
     # The 2x2 average pooling pytorch_msssim applies between scales.
-    padding = [s % 2 for s in x.shape[2:]]
+    padding = [int(s) % 2 for s in x.shape[2:]]
     return F.avg_pool2d(x, kernel_size=2, padding=padding)
 
 

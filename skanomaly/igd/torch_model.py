@@ -1,4 +1,4 @@
-"""Pure PyTorch modules of IGD (Chen et al., 2022).
+"""Pure PyTorch modules of IGD (Chen et al., 2022) and its anomaly computation.
 
 Nothing here knows about scikit-learn or skorch.  An IGD *branch* is an
 auto-encoder ``g_phi(f_theta(x))`` whose encoder ends in a linear projection
@@ -8,6 +8,9 @@ coefficient of ACAI.  :class:`IGDModel` holds the global branch (whole
 images) and the local branch (32 x 32 patches, stride 16) and works on images
 in [0, 1], normalised inside with ImageNet's mean and standard deviation (the
 paper's pixel range ``L = 4.7579`` is that of ImageNet-normalised images).
+:func:`igd_anomaly` turns a trained model into image scores (eq. 11) and
+pixel maps (eq. 12); :class:`DistillationStudent` is the part of a branch
+that eq. 10 trains.
 
 Widths follow Sec. 4.2 of the paper with ``width = 64``:
 
@@ -27,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import LOCAL_WINDOW, gsvdd_loss, ms_ssim_settings, reconstruction_loss, reconstruction_map
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -39,10 +44,15 @@ __all__ = [
     "IGDModel",
     "IGDCritics",
     "TeacherFeatures",
+    "DistillationStudent",
+    "as_rgb",
     "branch_widths",
+    "pooled_features",
     "patch_starts",
     "extract_patches",
     "fold_patch_maps",
+    "branch_anomaly",
+    "igd_anomaly",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,6 +61,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_RANGE = max((1.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)) + max(
     m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)
 )
+
+
+def as_rgb(x):
+    """Repeat a single channel to three (the paper's images are RGB); (b, C, H, W)."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 class PreActBlock(nn.Module):
@@ -107,6 +122,11 @@ def _fitting_blocks(widths, image_size, keep="last"):
     return widths[len(widths) - n :] if keep == "last" else widths[:n]
 
 
+def pooled_features(stem, blocks, norm, x):
+    """``relu(norm(blocks(stem(x))))`` averaged over positions: the distilled features."""
+    return F.relu(norm(blocks(stem(x)))).mean(dim=(2, 3))
+
+
 class Encoder(nn.Module):
     """``f_theta``: 3x3 stem, down-sampling residual blocks, pooling, linear projection.
 
@@ -140,8 +160,7 @@ class Encoder(nn.Module):
         self.n_features = widths[-1]
 
     def features(self, x):
-        h = self.blocks(self.stem(x))
-        return F.relu(self.norm(h)).mean(dim=(2, 3))
+        return pooled_features(self.stem, self.blocks, self.norm, x)
 
     def forward(self, x):
         return self.project(self.features(x))
@@ -288,10 +307,6 @@ class IGDBranch(nn.Module):
         z = self.encoder(x)
         return z, self.decoder(z)
 
-    def gsvdd(self, z):
-        """``h_gamma(z) = exp(-||z - mu||^2 / sigma^2)`` (eq. 7), per row of ``z``."""
-        return torch.exp(-((z - self.mu) ** 2).sum(1) / self.sigma2)
-
 
 def patch_starts(size, patch, stride):
     """Top-left offsets of patches covering ``[0, size)``; the last one touches the border."""
@@ -311,7 +326,7 @@ def extract_patches(x, patch=32, stride=16):
     idx_r = torch.as_tensor(rows, device=x.device)
     idx_c = torch.as_tensor(cols, device=x.device)
     windows = windows.index_select(2, idx_r).index_select(3, idx_c)
-    return windows.permute(0, 2, 3, 1, 4, 5).reshape(b * len(rows) * len(cols), c, patch, patch)
+    return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, patch, patch)
 
 
 def fold_patch_maps(maps, height, width, stride=16):
@@ -381,13 +396,22 @@ class IGDModel(nn.Module):
         """``(name, branch)`` pairs of the branches that exist."""
         return [(n, b) for n, b in (("global", self.global_branch), ("local", self.local_branch)) if b is not None]
 
+    def branch(self, name):
+        """The branch called ``name`` ("global" or "local"), or None if not built."""
+        if name not in ("global", "local"):
+            raise ValueError(f"name must be 'global' or 'local'; got {name!r}.")
+        return self.global_branch if name == "global" else self.local_branch
+
     def normalize(self, x):
         """[0, 1] images to ImageNet-normalised ones."""
         return (x - self.mean) / self.std
 
     def branch_input(self, name, x):
-        """The normalised inputs a branch sees: whole images or their patches."""
-        x = self.normalize(x)
+        """The normalised inputs a branch sees: whole images or their patches.
+
+        ``x`` is (b, C, H, W) in [0, 1]; one channel is repeated to three.
+        """
+        x = self.normalize(as_rgb(x))
         if name == "local":
             x = extract_patches(x, self.patch_size, self.patch_stride)
         return x
@@ -403,7 +427,22 @@ class IGDModel(nn.Module):
 
 
 class IGDCritics(nn.Module):
-    """The ACAI critics of the two branches (``critic_`` of the skorch net)."""
+    """The ACAI critics of the two branches (``critic_`` of the skorch net).
+
+    A container: each critic is called through :meth:`critic`.
+
+    Parameters
+    ----------
+    width : int, default=64
+        Width multiplier (:func:`branch_widths`).
+    use_global, use_local : bool, default=True
+        Which critics to build (those of the model's branches).
+    image_size : int or None, default=None
+        Side of the global branch's images; blocks the size cannot take are
+        dropped (:class:`Critic`).
+    patch_size : int, default=32
+        Side of the local branch's patches.
+    """
 
     def __init__(self, width=64, use_global=True, use_local=True, image_size=None, patch_size=32):
         super().__init__()
@@ -415,10 +454,8 @@ class IGDCritics(nn.Module):
         )
 
     def critic(self, name):
+        """The critic of branch ``name`` ("global" or "local"), or None if not built."""
         return self.global_critic if name == "global" else self.local_critic
-
-    def forward(self, name, x):
-        return self.critic(name)(x)
 
 
 class TeacherFeatures(nn.Module):
@@ -454,3 +491,130 @@ class TeacherFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x):
         return self.stages(x)[-1].mean(dim=(2, 3))
+
+
+class DistillationStudent(nn.Module):
+    """The student of eq. 10: a branch's encoder features through its distillation head.
+
+    Shares (does not copy) the convolutional part of the branch's encoder
+    and its ``kd_head``, so training the student trains the branch; the
+    encoder's final projection to ``d_z`` is not part of it.
+
+    Parameters
+    ----------
+    model : IGDModel
+    name : {"global", "local"}
+        The branch to distil.
+
+    Notes
+    -----
+    Takes images (or patches) in [0, 1]; they are ImageNet-normalised inside,
+    as the branch's inputs are.
+    """
+
+    def __init__(self, model, name):
+        super().__init__()
+        branch = model.branch(name)
+        if branch is None:
+            raise ValueError(f"The model has no {name} branch to distil.")
+        encoder = branch.encoder
+        self.stem, self.blocks, self.norm = encoder.stem, encoder.blocks, encoder.norm
+        self.head = branch.kd_head
+        self.register_buffer("mean", model.mean.clone())
+        self.register_buffer("std", model.std.clone())
+
+    def forward(self, x):
+        x = (as_rgb(x) - self.mean) / self.std
+        return self.head(pooled_features(self.stem, self.blocks, self.norm, x))
+
+
+def branch_anomaly(model, name, x, *, rho, global_window, local_window=LOCAL_WINDOW,
+                   data_range=DATA_RANGE, chunk_size=None):
+    """Per-image ``l_m`` and ``l_h`` and per-pixel ``l_m`` of one branch.
+
+    Parameters
+    ----------
+    model : IGDModel
+        In eval mode, with its Gaussian SVDD statistics set.
+    name : {"global", "local"}
+    x : Tensor of shape (b, C, H, W)
+        Images in [0, 1] at the working size.
+    rho : float
+        Weight of the MAE in eqs. 8 and 12.
+    global_window : int
+        Gaussian window of the global MS-SSIM.
+    local_window : int, default=LOCAL_WINDOW
+        Gaussian window of the local MS-SSIM.
+    data_range : float, default=DATA_RANGE
+        ``L`` of eq. 8.
+    chunk_size : int or None, default=None
+        Local patches per forward pass (all of them when None); the results
+        do not depend on it.
+
+    Returns
+    -------
+    rec : Tensor of shape (b,)
+        ``l_m`` of eq. 8; for the local branch, the mean over the image's patches.
+    h_loss : Tensor of shape (b,)
+        ``l_h = 1 - h_gamma(z)`` of eq. 7; local: mean over the patches.
+    maps : Tensor of shape (b, H, W)
+        Per-pixel ``l_m`` of eq. 12; local: patch maps with overlaps averaged.
+    """
+    branch = model.branch(name)
+    settings = ms_ssim_settings(name, global_window, local_window)
+    xb = model.branch_input(name, x)
+    chunks = xb.split(int(chunk_size)) if name == "local" and chunk_size else (xb,)
+    rec, h_loss, maps = [], [], []
+    for chunk in chunks:
+        z, x_hat = branch(chunk)
+        rec.append(reconstruction_loss(chunk, x_hat, rho=rho, data_range=data_range, **settings))
+        h_loss.append(gsvdd_loss(z, branch.mu, branch.sigma2))
+        maps.append(reconstruction_map(chunk, x_hat, rho=rho, data_range=data_range, **settings))
+    rec, h_loss, maps = torch.cat(rec), torch.cat(h_loss), torch.cat(maps)
+    if name == "local":
+        # Patches per image from the (fixed) working size, not the batch
+        # size: an exported graph keeps a dynamic batch.
+        n_patches = len(patch_starts(x.shape[-2], model.patch_size, model.patch_stride)) * len(
+            patch_starts(x.shape[-1], model.patch_size, model.patch_stride)
+        )
+        rec = rec.view(-1, n_patches).mean(1)
+        h_loss = h_loss.view(-1, n_patches).mean(1)
+        maps = fold_patch_maps(maps, x.shape[-2], x.shape[-1], model.patch_stride)
+    return rec, h_loss, maps
+
+
+def igd_anomaly(model, x, *, beta, xi, rho, global_window, local_window=LOCAL_WINDOW,
+                data_range=DATA_RANGE, chunk_size=None):
+    """Image anomaly scores (eq. 11) and pixel maps (eq. 12) of images in [0, 1].
+
+    Parameters
+    ----------
+    model : IGDModel
+        In eval mode, with its Gaussian SVDD statistics set.
+    x : Tensor of shape (b, C, H, W)
+        Images in [0, 1] at the working size.
+    beta : float
+        Weight of the global branch against the local one.
+    xi : float
+        Weight of ``l_m`` against ``l_h`` in the score.
+    rho, global_window, local_window, data_range, chunk_size
+        As in :func:`branch_anomaly`.
+
+    Returns
+    -------
+    scores : Tensor of shape (b,)
+        ``xi * l_m + (1 - xi) * l_h``, each ``beta * global + (1 - beta) * local``.
+    maps : Tensor of shape (b, H, W)
+        ``beta`` times the global per-pixel ``l_m`` plus ``1 - beta`` times the local one.
+    """
+    rec = h_loss = maps = 0.0
+    for name, _ in model.branches():
+        weight = beta if name == "global" else 1.0 - beta
+        r, h, m = branch_anomaly(
+            model, name, x, rho=rho, global_window=global_window, local_window=local_window,
+            data_range=data_range, chunk_size=chunk_size,
+        )
+        rec = rec + weight * r
+        h_loss = h_loss + weight * h
+        maps = maps + weight * m
+    return xi * rec + (1.0 - xi) * h_loss, maps
