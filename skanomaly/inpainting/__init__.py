@@ -1,5 +1,6 @@
 """Self-supervised inpainting autoencoder (Bauer 2022)."""
 
 from ._estimator import InpaintingAE
+from .postprocess import largest_component_level, remove_small_components
 
-__all__ = ["InpaintingAE"]
+__all__ = ["InpaintingAE", "largest_component_level", "remove_small_components"]

@@ -341,8 +341,12 @@ class DistortionDataset(Dataset):
             self.size = full
 
     def release(self):
-        """Drop the images (after training), so that a pickled net stays small."""
-        self.images = self.images[:0]
+        """Drop the images (after training), so that a pickled net stays small.
+
+        The images are replaced by a new empty tensor: an empty slice
+        (``images[:0]``) would still own, and pickle, the whole storage.
+        """
+        self.images = self.images.new_empty((0, *self.images.shape[1:]))
         self._cache = {}
 
     def _resized(self):

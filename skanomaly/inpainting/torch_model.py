@@ -1,13 +1,21 @@
 """The inpainting autoencoder of Bauer (2022), Table 1, as a plain PyTorch module.
 
 Nothing here knows about scikit-learn or skorch: the estimator in
-``_estimator.py`` wraps :class:`InpaintingAutoencoder`.
+``_estimator.py`` wraps :class:`InpaintingAutoencoder` and turns its
+reconstructions into anomaly maps with :func:`anomaly_maps`.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InpaintingAutoencoder", "StackedDilatedConv"]
+__all__ = [
+    "InpaintingAutoencoder",
+    "StackedDilatedConv",
+    "anomaly_maps",
+    "gaussian_smooth",
+    "reconstruction_error",
+]
 
 
 def _conv_bn_relu(in_channels, out_channels, kernel_size=3, dilation=1):
@@ -176,3 +184,95 @@ class InpaintingAutoencoder(nn.Module):
             )
         z = self.bottleneck(self.encoder(x))
         return torch.sigmoid(self.head(self.decoder(z)))
+
+
+def reconstruction_error(reconstruction, images):
+    """Root mean square of ``reconstruction - images`` over the channels.
+
+    The paper's "||F(X) - X||_2 averaged over the colour channels": the
+    Euclidean norm over the channels divided by ``sqrt(C)``, so grey and
+    colour maps share a scale.
+
+    Parameters
+    ----------
+    reconstruction, images : torch.Tensor of shape (b, C, H, W)
+        ``F(X)`` and ``X``.
+
+    Returns
+    -------
+    error : torch.Tensor of shape (b, H, W)
+    """
+    return (reconstruction - images).pow(2).mean(dim=1).sqrt()
+
+
+def _reflect_indices(size, radius, device):
+    """Indices of a line of ``size`` extended by ``radius`` on both sides.
+
+    The extension is scipy.ndimage's ``mode="reflect"`` (``d c b a | a b c d
+    | d c b a``), repeated as often as ``radius`` needs.
+    """
+    index = torch.arange(-radius, size + radius, device=device) % (2 * size)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+def _smooth_axis(maps, kernel, dim):
+    """Correlate ``maps`` (b, H, W) with the 1-D ``kernel`` along ``dim`` (1 or 2)."""
+    radius = (len(kernel) - 1) // 2
+    size = maps.shape[dim]
+    padded = maps.index_select(dim, _reflect_indices(size, radius, maps.device))
+    weight = kernel.view(1, 1, -1, 1) if dim == 1 else kernel.view(1, 1, 1, -1)
+    return F.conv2d(padded[:, None], weight)[:, 0]
+
+
+def gaussian_smooth(maps, sigma, truncate=4.0):
+    """Gaussian filter of maps ``(b, H, W)`` over H and W, as scipy's.
+
+    Computes what ``scipy.ndimage.gaussian_filter(maps, sigma=(0, sigma,
+    sigma), mode="reflect", truncate=truncate)`` computes, on the maps'
+    device: the same normalised kernel of radius ``int(truncate * sigma +
+    0.5)``, the same reflected borders, one axis after the other in float64,
+    each pass rounded to the maps' dtype as scipy rounds to its output's.
+
+    Parameters
+    ----------
+    maps : torch.Tensor of shape (b, H, W)
+        Floating-point maps.
+    sigma : float
+        Standard deviation in pixels; 0 returns ``maps`` unchanged.
+    truncate : float, default=4.0
+        Radius of the kernel in standard deviations.
+
+    Returns
+    -------
+    smoothed : torch.Tensor of shape (b, H, W), dtype of ``maps``
+    """
+    sigma = float(sigma)
+    if sigma <= 0:
+        return maps
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=maps.device)
+    kernel = torch.exp(-0.5 / (sigma * sigma) * x**2)
+    kernel = kernel / kernel.sum()
+    out = maps
+    for dim in (1, 2):
+        out = _smooth_axis(out.to(torch.float64), kernel, dim).to(maps.dtype)
+    return out
+
+
+def anomaly_maps(reconstruction, images, sigma):
+    """Smoothed reconstruction-error maps of the inpainting autoencoder.
+
+    Parameters
+    ----------
+    reconstruction, images : torch.Tensor of shape (b, C, H, W)
+        ``F(X)`` and ``X``.
+    sigma : float
+        Standard deviation of the Gaussian smoothing in pixels (0: none).
+
+    Returns
+    -------
+    maps : torch.Tensor of shape (b, H, W), float32
+        :func:`reconstruction_error` smoothed by :func:`gaussian_smooth`.
+    """
+    error = reconstruction_error(reconstruction, images).float()
+    return gaussian_smooth(error, sigma)
