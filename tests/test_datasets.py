@@ -342,3 +342,18 @@ def test_folder_errors(tmp_path):
         read_images([tmp_path / "broken.png"])
     with pytest.raises(FileNotFoundError):
         read_images([tmp_path / "absent.png"])
+
+
+def test_image_listing_is_shared_with_the_cli(tmp_path):
+    from skanomaly.cli import _collect_paths
+    from skanomaly.datasets._io import list_image_files
+
+    for name in ("b.PNG", "a.jpg", "c.tiff", "notes.txt", "d.png.bak"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.png").mkdir()  # a folder with an image's extension
+    expected = [tmp_path / "a.jpg", tmp_path / "b.PNG", tmp_path / "c.tiff"]
+    assert list_image_files(tmp_path) == expected
+    assert list_image_files(str(tmp_path)) == expected
+    assert _collect_paths([str(tmp_path)]) == expected
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_image_files(tmp_path / "absent")
