@@ -60,13 +60,72 @@ def _is_path(weights):
 
 
 def _load_state_dict(path):
+    """A state dict from a local file, read without executing code from it.
+
+    ``torch.load(weights_only=True)`` refuses pickled code; any failure
+    (corrupt, truncated or malicious file, or content other than a dict of
+    tensors) is a ValueError naming the file and what to do.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"weights file {path!r} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise ValueError(
+            f"weights file {path!r} is not a readable PyTorch state dict (corrupt, "
+            f"truncated, or holding objects other than tensors, which are never "
+            f"unpickled): {first[:200]}. Pass a file saved with "
+            f"torch.save(model.state_dict(), path), or weights=None."
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(
+            f"weights file {path!r} holds {type(state).__name__}, not a state dict "
+            f"(a dict of name -> tensor); pass a file saved with "
+            f"torch.save(model.state_dict(), path)."
+        )
     return state
+
+
+def _load_into(model, state, name, weights):
+    """``model.load_state_dict(state)`` with a ValueError when it does not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[:3])[:300]
+        raise ValueError(
+            f"weights={weights!r} do not fit the {name} architecture: {detail}. "
+            f"Pass a state dict of torchvision's {name}, or weights=None."
+        ) from exc
+
+
+#: What to do when pretrained weights cannot be fetched.
+OFFLINE_OPTIONS = (
+    "Without network access: pass weights=<path to a local state dict> (e.g. the "
+    "file torchvision saves in ~/.cache/torch/hub/checkpoints/ on a machine with "
+    "network), use backbone='efficientnet_lite0' (DFR) or teacher='efficientnet_lite0' "
+    "(IGD), whose ImageNet weights ship with the package efficientnet-lite0-pytorch-"
+    "model, teacher=None (IGD, no teacher), or weights=None (random weights, much "
+    "weaker)."
+)
+
+
+def _download(name, resolved):
+    """Fetch torchvision weights; a failed download says what to do offline."""
+    try:
+        return resolved.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # URLError, HTTPError, timeouts, bad hash, ...
+        raise OSError(
+            f"Could not download the pretrained {name} weights {resolved.name} from "
+            f"{resolved.url}: {exc}. {OFFLINE_OPTIONS}"
+        ) from exc
 
 
 def _torchvision_state_dict(name, weights):
@@ -85,7 +144,7 @@ def _torchvision_state_dict(name, weights):
             f"weights={weights!r} is neither None, a path, nor one of {name}'s "
             f"torchvision weights {[w.name for w in enum]}."
         ) from exc
-    return resolved.get_state_dict(progress=False, check_hash=True)
+    return _download(name, resolved)
 
 
 def _torchvision_model(name, weights):
@@ -103,11 +162,11 @@ def _torchvision_model(name, weights):
             state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
             if not any(k.startswith("features.") for k in state):
                 state = {f"features.{k}": v for k, v in state.items()}
-            model.load_state_dict(state)
+            _load_into(model, state, name, weights)
         return model
     model = getattr(torchvision.models, name)(weights=None)
     if state is not None:
-        model.load_state_dict(state)
+        _load_into(model, state, name, weights)
     return model
 
 
@@ -199,6 +258,16 @@ def load_backbone(name, weights="IMAGENET1K_V1"):
     -------
     model : torch.nn.Module
         The whole network (classifier included), frozen, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name``; ``weights`` neither None, a path nor a known
+        weights name; a weights file that is missing, corrupt, not a state
+        dict, or of another architecture.
+    OSError
+        Default weights that cannot be downloaded (no network); the message
+        lists the offline options.
     """
     _check_name(name)
     if name == "efficientnet_lite0":

@@ -3,7 +3,9 @@
 Label convention: ``y_true`` marks anomalous (defective) images or pixels
 with 1/True and normal ones with 0/False.  scikit-learn's outlier convention
 (``+1`` normal, ``-1`` anomalous, as returned by ``predict``) is recognised
-when ``-1`` occurs.  Anomaly scores are higher for more anomalous samples:
+when ``-1`` occurs, and numeric labels that are all ``+1`` are read in it too
+(all normal, as ``predict`` returns for a batch of normal images); pass
+booleans to mark every sample anomalous.  Anomaly scores are higher for more anomalous samples:
 pass ``-detector.score_samples(X)`` or ``detector.transform(X)``.
 
 Definitions used for every figure skanomaly reports:
@@ -51,7 +53,9 @@ def anomaly_labels(y):
     ----------
     y : array-like
         Labels (any shape).  If ``-1`` occurs, ``-1`` marks anomalies
-        (scikit-learn's outlier convention); otherwise nonzero does.
+        (scikit-learn's outlier convention); numeric labels that are all
+        ``+1`` are scikit-learn's too (all normal); otherwise nonzero marks
+        anomalies.  Booleans are taken as they are (True = anomalous).
 
     Returns
     -------
@@ -62,6 +66,9 @@ def anomaly_labels(y):
         return y
     if not np.issubdtype(y.dtype, np.number):
         raise TypeError(f"Labels must be numeric or boolean, got dtype {y.dtype}.")
+    if y.size and np.all(y == 1):
+        # predict() of normal images: scikit-learn's +1 = normal.
+        return np.zeros(y.shape, dtype=bool)
     if np.any(y == -1):
         bad = ~np.isin(y, (-1, 1))
         if bad.any():
@@ -95,6 +102,20 @@ def _check_pair(masks, maps):
     return masks, maps
 
 
+def _check_both_classes(labels, what):
+    """Refuse labels of one class only (AUROC is undefined)."""
+    n_bad = int(np.count_nonzero(labels))
+    if n_bad == 0 or n_bad == labels.size:
+        present = "anomalous" if n_bad else "normal"
+        absent = "normal" if n_bad else "anomalous"
+        raise ValueError(
+            f"{what} AUROC needs both normal and anomalous {what.lower()}s, but all "
+            f"{labels.size} are {present} (no {absent} one); add {absent} "
+            f"{what.lower()}s. Numeric labels that are all +1 read as scikit-learn's "
+            f"'normal'; pass booleans (True = anomalous) to mark them anomalous."
+        )
+
+
 def image_auroc(y_true, anomaly_scores):
     """Image-level AUROC.
 
@@ -108,8 +129,22 @@ def image_auroc(y_true, anomaly_scores):
     Returns
     -------
     auroc : float
+
+    Raises
+    ------
+    ValueError
+        ``y_true`` holds one class only, or sizes differ.
     """
-    return float(roc_auc_score(anomaly_labels(y_true), np.asarray(anomaly_scores)))
+    labels = anomaly_labels(y_true).ravel()
+    scores = np.asarray(anomaly_scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(
+            f"Labels ({labels.size}) and anomaly scores ({scores.size}) differ in size."
+        )
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("Anomaly scores contain NaN or infinity.")
+    _check_both_classes(labels, "Image")
+    return float(roc_auc_score(labels, scores))
 
 
 def pixel_auroc(masks, maps):
@@ -125,8 +160,14 @@ def pixel_auroc(masks, maps):
     Returns
     -------
     auroc : float
+
+    Raises
+    ------
+    ValueError
+        The masks hold one class only, or shapes differ.
     """
     masks, maps = _check_pair(masks, maps)
+    _check_both_classes(masks.ravel(), "Pixel")
     return float(roc_auc_score(masks.ravel(), maps.ravel()))
 
 
@@ -193,7 +234,7 @@ def pro_score(masks, maps, max_fpr=0.3):
     Returns
     -------
     aupro : float
-        In [0, 1]; a perfect map scores 1.
+        In [0, 1]; a perfect map scores 1 (rounding is clipped).
     """
     if not 0 < max_fpr <= 1:
         raise ValueError(f"max_fpr must lie in (0, 1], got {max_fpr}.")
@@ -205,7 +246,7 @@ def pro_score(masks, maps, max_fpr=0.3):
         t = (max_fpr - fpr[j - 1]) / (fpr[j] - fpr[j - 1])
         x = np.r_[x, max_fpr]
         y = np.r_[y, pro[j - 1] + t * (pro[j] - pro[j - 1])]
-    return float(trapezoid(y, x) / max_fpr)
+    return float(np.clip(trapezoid(y, x) / max_fpr, 0.0, 1.0))
 
 
 def _binary_at(y_true, scores, threshold):

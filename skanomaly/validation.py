@@ -191,35 +191,54 @@ def _check_dtype(dtype, name):
 def _check_values(data, name, is_float, value_range=None):
     """Reject NaN/inf and values outside the dtype's documented range."""
     flat = data.reshape(-1)
-    lo, hi = np.inf, -np.inf
+    lo = hi = None
     for start in range(0, flat.shape[0], _CHUNK_ELEMENTS):
         chunk = flat[start : start + _CHUNK_ELEMENTS]
         if isinstance(chunk, torch.Tensor):
-            chunk = chunk.detach().cpu().numpy()
+            chunk = chunk.detach().cpu()
+            if chunk.dtype == torch.bfloat16:  # NumPy has no bfloat16
+                chunk = chunk.float()
+            chunk = chunk.numpy()
         if is_float:
             if np.isnan(chunk).any():
                 raise ValueError(f"Input {name} contains NaN.")
             if np.isinf(chunk).any():
                 raise ValueError(f"Input {name} contains infinity or a value too large.")
-        lo = min(lo, float(chunk.min()))
-        hi = max(hi, float(chunk.max()))
+        # Kept in the data's dtype, so that messages show its exact values.
+        cmin, cmax = chunk.min(), chunk.max()
+        lo = cmin if lo is None else min(lo, cmin)
+        hi = cmax if hi is None else max(hi, cmax)
     if value_range is not None:
-        if lo < value_range[0] or hi > value_range[1]:
-            raise ValueError(
-                f"{name} holds values in [{lo:.4g}, {hi:.4g}], outside value_range="
-                f"{tuple(value_range)}."
-            )
-        return
-    if is_float and (lo < 0.0 or hi > 1.0):
-        raise ValueError(
-            f"{name} holds float values in [{lo:.4g}, {hi:.4g}]; float images must lie "
-            f"in [0, 1] (divide 0-255 data by 255, or pass uint8)."
+        low, high = value_range
+        what = f"value_range={tuple(value_range)}"
+        fix = "widen value_range or clip the data"
+    elif is_float:
+        low, high = 0.0, 1.0
+        what = "the range [0, 1] of float images"
+        fix = "clip to [0, 1], divide 0-255 data by 255, or pass value_range=(low, high)"
+    else:
+        low, high = 0, 255
+        what = "the range [0, 255] of integer images"
+        fix = (
+            "pass uint8 data, or value_range=(0, 4095) / (0, 65535) for 12- or 16-bit "
+            "images"
         )
-    if not is_float and (lo < 0 or hi > 255):
+    problems = []
+    if lo < low:
+        problems.append(f"a value {_exact(lo)} below the lower bound {_exact(low)}")
+    if hi > high:
+        problems.append(f"a value {_exact(hi)} above the upper bound {_exact(high)}")
+    if problems:
         raise ValueError(
-            f"{name} holds integer values in [{lo:.0f}, {hi:.0f}]; integer images must "
-            f"lie in [0, 255] (uint8 range)."
+            f"{name} holds {' and '.join(problems)} of {what}; {fix}."
         )
+
+
+def _exact(value):
+    """A number in its shortest exact form (``1.0001``, not ``1``)."""
+    if isinstance(value, (np.floating, np.integer)):
+        return str(value)  # NumPy's shortest round-trip form in the data's dtype
+    return repr(value)
 
 
 def check_images(X, *, image_shape=None, value_range=None, name="X"):
@@ -233,6 +252,15 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
         ``(n, C, H, W)`` (channels first); a 2-D ``(n, n_features)`` array of
         flattened images when ``image_shape`` is given.  ``uint8`` (or any
         integer dtype) means 0-255; floats mean 0-1.
+
+        A single image is not a batch.  A 3-D array is read as ``(n, H, W)``
+        grey images, except that ``(H, W, 3)`` or ``(H, W, 4)`` with ``H``
+        and ``W`` above 4 is refused as one colour image (pass ``X[None]``;
+        a real batch of grey images 3 or 4 pixels wide passes as
+        ``X[..., None]``).  A 3-D array ``(3, H, W)`` cannot be told from a
+        batch of three grey images and is read as such; a detector fitted
+        on RGB images then reports the channel mismatch.  A 3-D tensor is
+        refused (tensors are ``(n, C, H, W)``; pass ``X[None]``).
     image_shape : tuple or None, default=None
         ``(H, W)`` or ``(H, W, C)`` used to unflatten 2-D input.
     value_range : tuple (low, high) or None, default=None
@@ -252,9 +280,12 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
     TypeError
         ``X`` is None, a string, an object/boolean array or otherwise not images.
     ValueError
-        Wrong number of dimensions, a channel count other than 1 or 3, an empty
-        batch, NaN or inf, values out of range for the dtype, ragged lists, or
-        flattened input without (or inconsistent with) ``image_shape``.
+        Wrong number of dimensions, a single colour image without a batch
+        axis, a channel count other than 1 or 3, an empty batch, NaN or inf,
+        values out of range for the dtype (the message gives the offending
+        value and the bound it violates), ragged lists, a tensor on the
+        ``meta`` device, or flattened input without (or inconsistent with)
+        ``image_shape``.
     """
     if X is None:
         raise TypeError(f"{name} is None; expected a batch of images.")
@@ -272,10 +303,20 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
             raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}.")
         if X.dtype == torch.bool:
             raise TypeError(f"{name} has boolean dtype; images must be uint8 or float.")
+        if X.device.type == "meta":
+            raise ValueError(
+                f"{name} is a tensor on the 'meta' device, which holds no values; "
+                f"pass a tensor with data (on the CPU or CUDA)."
+            )
         if X.ndim != 4:
+            hint = (
+                f" A single image (C, H, W) needs a leading batch axis: pass {name}[None]."
+                if X.ndim == 3
+                else ""
+            )
             raise ValueError(
                 f"A torch tensor {name} must be 4-D (n, C, H, W) channels first; got "
-                f"{X.ndim}-D with shape {tuple(X.shape)}."
+                f"{X.ndim}-D with shape {tuple(X.shape)}.{hint}"
             )
         data = X.detach().cpu()
         n, c, h, w = data.shape
@@ -312,6 +353,7 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
         X = _unflatten(X, image_shape, name)
         flat = True
     elif X.ndim == 3:
+        _refuse_single_color_image(X.shape, name)
         X = X[..., np.newaxis]
     elif X.ndim < 2:
         raise ValueError(
@@ -336,6 +378,25 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
     if X.dtype == np.float16:
         X = X.astype(np.float32)
     return ImageSet(X, True, *_scaling(is_float, value_range, flat))
+
+
+def _refuse_single_color_image(shape, name):
+    """Refuse a 3-D array that is one colour image ``(H, W, 3|4)``, not a batch.
+
+    A 3-D array is read as ``(n, H, W)`` grey images, except when its last
+    axis has 3 or 4 entries and both others exceed 4: grey images 3 or 4
+    pixels wide are implausible, while one RGB(A) image ``(H, W, 3|4)`` is
+    the common mistake.
+    """
+    h, w, c = shape
+    if c in (3, 4) and h > 4 and w > 4:
+        drop = "[..., :3]" if c == 4 else ""
+        raise ValueError(
+            f"{name} of shape {tuple(shape)} looks like one {'RGBA' if c == 4 else 'RGB'} "
+            f"image (H, W, {c}), not a batch; pass {name}[None]{drop} for a batch of "
+            f"one image ({'dropping alpha' if c == 4 else 'shape (1, H, W, 3)'}). If it "
+            f"really is {h} grey images {w}x{c} pixels, pass {name}[..., None]."
+        )
 
 
 def _scaling(is_float, value_range, flat):

@@ -84,3 +84,49 @@ def test_bad_metric_input():
         metrics.pro_score(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match="NaN"):
         metrics.pixel_auroc(np.eye(4)[None], np.full((1, 4, 4), np.nan))
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0], [1, 1, 1], [True, True, True], [-1, -1, -1]])
+def test_auroc_with_one_class_is_a_clear_error(labels):
+    scores = np.array([0.1, 0.5, 0.9])
+    with pytest.raises(ValueError, match="needs both normal and anomalous images"):
+        metrics.image_auroc(labels, scores)
+    masks = np.array(labels).reshape(1, 1, 3)
+    with pytest.raises(ValueError, match="needs both normal and anomalous pixels"):
+        metrics.pixel_auroc(masks, scores.reshape(1, 1, 3))
+
+
+def test_auroc_size_mismatch_and_nan_are_errors():
+    with pytest.raises(ValueError, match="differ in size"):
+        metrics.image_auroc([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.image_auroc([0, 1], [0.1, np.nan])
+
+
+def test_all_plus_one_labels_follow_scikit_learn():
+    # predict() of normal images: all +1 = all normal.
+    y = np.ones(4, dtype=int)
+    s = np.array([0.1, 0.2, 0.7, 0.9])
+    assert not metrics.anomaly_labels(y).any()
+    tpr, tnr = metrics.tpr_tnr_at_threshold(y, s, 0.5)
+    assert np.isnan(tpr) and tnr == pytest.approx(0.5)
+    assert metrics.f1_at_threshold(y, s, 0.5) == 0.0
+    # Booleans keep their meaning: all True = all anomalous.
+    tpr, tnr = metrics.tpr_tnr_at_threshold(np.ones(4, bool), s, 0.5)
+    assert tpr == pytest.approx(0.5) and np.isnan(tnr)
+    assert metrics.f1_at_threshold(np.ones(4, bool), s, 0.5) == pytest.approx(2 / 3)
+
+
+def test_pro_score_stays_in_unit_interval():
+    # Near-perfect maps whose exact area rounds above 1 (seed 0 has such cases).
+    rng = np.random.default_rng(0)
+    scores = []
+    for _ in range(300):
+        n, h = rng.integers(1, 4), rng.integers(3, 20)
+        masks = rng.uniform(size=(n, h, h)) < rng.uniform(0.05, 0.9)
+        if masks.all() or not masks.any():
+            continue
+        maps = masks + 0.001 * rng.uniform(size=masks.shape)
+        scores += [metrics.pro_score(masks, maps, max_fpr=m) for m in (0.3, 1.0, 0.05, 1e-3)]
+    assert 0.0 <= min(scores) and max(scores) <= 1.0
+    assert max(scores) == 1.0
