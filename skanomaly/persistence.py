@@ -1,0 +1,524 @@
+"""The safe model format: fitted detectors in one file, without pickle.
+
+A ``.skan`` file is a `safetensors <https://huggingface.co/docs/safetensors>`_
+file.  Its tensors are every tensor of the detector's networks (the state
+dict of each module, buffers included, named ``<attribute>.<key>``, e.g.
+``net_.module_.encoder.0.weight``) and its fitted arrays (``fitted.<name>``,
+e.g. ``fitted.mu_``).  Everything else is one JSON document stored in the
+safetensors header's ``__metadata__`` under the key ``"skanomaly"``:
+
+``format``
+    ``"skanomaly-safe"``.
+``format_version``
+    :data:`FORMAT_VERSION`; a file from a newer format is refused.
+``detector``
+    The registry name (:mod:`skanomaly.registry`), e.g. ``"dfr"``.
+``params``
+    The constructor parameters (``get_params(deep=False)``).
+``fitted``
+    Fitted scalars, lists and dicts (``offset_``, ``input_shape_``, ...).
+``arrays``
+    Names, dtypes and shapes of the fitted arrays stored as tensors.
+``notes``
+    Parameters that could not be stored safely and are rebuilt as ``None``.
+``versions``
+    Versions of skanomaly, torch and scikit-learn that wrote the file.
+
+:func:`load_detector` reads the JSON and the tensors with the
+``safetensors`` parser (no pickle, no code named by the file is imported or
+run), rebuilds the detector from the registry through the code paths of
+``fit`` (the detector's ``_build_networks`` hook) and accepts only the
+tensor names, shapes and dtypes of the freshly built networks.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import struct
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+
+from .registry import get_detector, registry_name
+
+__all__ = [
+    "FORMAT_VERSION",
+    "save_detector",
+    "load_detector",
+    "load",
+    "is_safe_model_file",
+    "looks_like_pickle",
+]
+
+#: Version of the file layout written by :func:`save_detector`.
+FORMAT_VERSION = 1
+_FORMAT = "skanomaly-safe"
+_METADATA_KEY = "skanomaly"
+_FITTED_PREFIX = "fitted."
+# A header larger than this is not one of ours (safetensors caps it at 100 MB).
+_MAX_HEADER = 100_000_000
+# Fitted attributes every detector has (BaseDetector.fit); threshold_ is optional.
+_BASE_FITTED = (
+    "n_features_in_", "input_shape_", "offset_", "threshold_", "device_", "_seed_", "n_epochs_",
+)
+_REQUIRED_FITTED = ("n_features_in_", "input_shape_", "offset_", "device_", "_seed_")
+
+
+# ------------------------------------------------------------ JSON values
+def _encode(value, where):
+    """A JSON value for ``value``; tuples and dicts are tagged, anything else refused."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v, where) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, where) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"dict": {k: _encode(v, where) for k, v in value.items()}}
+    raise TypeError(f"{where} holds a {type(value).__name__}, which has no safe representation.")
+
+
+def _decode(value, where):
+    """Inverse of :func:`_encode`; raises ValueError on anything it did not write."""
+    if value is None or isinstance(value, (bool, str, int, float)):
+        return value
+    if isinstance(value, list):
+        return [_decode(v, where) for v in value]
+    if isinstance(value, dict) and len(value) == 1:
+        (tag, inner), = value.items()
+        if tag == "tuple" and isinstance(inner, list):
+            return tuple(_decode(v, where) for v in inner)
+        if tag == "dict" and isinstance(inner, dict):
+            return {k: _decode(v, where) for k, v in inner.items()}
+    raise ValueError(f"{where} holds a value that a skanomaly model file never contains.")
+
+
+def _is_weights_path(value):
+    return isinstance(value, os.PathLike) or (
+        isinstance(value, str)
+        and ("/" in value or os.sep in value or value.endswith((".pt", ".pth")))
+    )
+
+
+def _safe_params(detector):
+    """Constructor parameters as JSON, plus notes on those rebuilt as ``None``."""
+    params, notes = {}, []
+    for name, value in detector.get_params(deep=False).items():
+        reason = None
+        if name == "callbacks" and value:
+            reason = "skorch callback objects cannot be stored safely"
+        elif name == "weights" and _is_weights_path(value):
+            reason = "a path to a local weights file is not portable (the file holds the weights)"
+        elif name == "random_state" and not (
+            value is None or isinstance(value, numbers.Integral)
+        ):
+            reason = f"a {type(value).__name__} instance cannot be stored safely"
+        if isinstance(value, torch.device):
+            value = str(value)
+        if reason is None:
+            try:
+                params[name] = _encode(value, f"parameter {name!r}")
+                continue
+            except TypeError as exc:
+                reason = str(exc)
+        params[name] = None
+        notes.append(f"{name}: rebuilt as None ({reason})")
+    return params, notes
+
+
+# ------------------------------------------------------- network tensors
+def _modules_of(detector):
+    """``{prefix: module}`` of every network the fitted detector holds, sorted."""
+    out = {}
+    for attr, value in sorted(vars(detector).items()):
+        if isinstance(value, torch.nn.Module):
+            out[attr] = value
+        elif isinstance(value, NeuralNet) and getattr(value, "initialized_", False):
+            for name in list(value._modules) + list(value._criteria):
+                module = getattr(value, name + "_", None)
+                if isinstance(module, torch.nn.Module):
+                    out[f"{attr}.{name}_"] = module
+    return out
+
+
+def _network_tensors(detector):
+    """Every state-dict tensor of the detector's networks, named ``prefix.key``."""
+    tensors = {}
+    for prefix, module in _modules_of(detector).items():
+        for key, t in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = t
+    return tensors
+
+
+def _fitted_names(cls):
+    return tuple(_BASE_FITTED) + tuple(getattr(cls, "_fitted_attributes", ()))
+
+
+def _check_supported(cls, error=TypeError):
+    if "_build_networks" not in _defining_attrs(cls):
+        raise error(
+            f"{cls.__name__} does not support the safe model format yet (it has no "
+            f"_build_networks hook); save it with joblib.dump and load only trusted files."
+        )
+
+
+def _defining_attrs(cls):
+    names = set()
+    for klass in cls.__mro__:
+        if klass.__name__ == "BaseDetector":
+            break
+        names.update(vars(klass))
+    return names
+
+
+# ------------------------------------------------------------------ save
+def save_detector(detector, path):
+    """Write a fitted detector to ``path`` in the safe format.
+
+    Parameters
+    ----------
+    detector : BaseDetector
+        A fitted, registered detector.
+    path : str or path-like
+        File to write (``.skan`` by convention); written to a temporary name
+        in the same folder, then renamed, so a failure leaves no partial file.
+
+    Returns
+    -------
+    path : str
+        The file written.
+
+    Warns
+    -----
+    UserWarning
+        When a parameter is rebuilt as ``None`` (see
+        :meth:`skanomaly.base.BaseDetector.save`).
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(detector)
+    cls = type(detector)
+    name = registry_name(detector)
+    _check_supported(cls)
+    params, notes = _safe_params(detector)
+    allowed = _fitted_names(cls)
+    fitted, arrays, tensors = {}, {}, {}
+    for attr, value in vars(detector).items():
+        if not attr.endswith("_") or attr.startswith("__"):
+            continue
+        if isinstance(value, (torch.nn.Module, NeuralNet)):
+            continue
+        if attr not in allowed:
+            raise TypeError(
+                f"{cls.__name__} has the fitted attribute {attr!r}, which is not declared "
+                f"in {cls.__name__}._fitted_attributes; the safe format would lose it."
+            )
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"fitted array {attr!r} has dtype {value.dtype}, not a number.")
+            arrays[attr] = {"dtype": str(value.dtype), "shape": list(value.shape)}
+            tensors[_FITTED_PREFIX + attr] = torch.from_numpy(np.ascontiguousarray(value).copy())
+        else:
+            fitted[attr] = _encode(value, f"fitted attribute {attr!r}")
+    for key, t in _network_tensors(detector).items():
+        tensors[key] = t.detach().to("cpu", copy=True).contiguous()
+    if notes:
+        warnings.warn(
+            f"{cls.__name__}.save: " + "; ".join(notes) + ".", UserWarning, stacklevel=3
+        )
+    import sklearn
+
+    from . import __version__
+
+    document = {
+        "format": _FORMAT,
+        "format_version": FORMAT_VERSION,
+        "detector": name,
+        "params": params,
+        "fitted": fitted,
+        "arrays": arrays,
+        "notes": notes,
+        "versions": {
+            "skanomaly": __version__,
+            "torch": torch.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+    }
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata={_METADATA_KEY: json.dumps(document, allow_nan=True)})
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".skanomaly-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------ load
+def _read_header(path, data):
+    """The JSON document of a safe model file, with clear errors for anything else."""
+    where = f"{path} is not a skanomaly model file"
+    if len(data) < 8:
+        raise ValueError(f"{where}: it is {len(data)} bytes long.")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > _MAX_HEADER or n + 8 > len(data) or data[8:9] != b"{":
+        hint = ""
+        if _pickle_prefix(data[:8]):
+            hint = " (it looks like a pickle/joblib file: load a trusted one with joblib.load)"
+        elif n + 8 > len(data) and data[8:9] == b"{":
+            hint = " (the file is truncated)"
+        raise ValueError(f"{where}{hint}.")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        document = json.loads(header["__metadata__"][_METADATA_KEY])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{where}: its header has no skanomaly model description.") from None
+    if not isinstance(document, dict) or document.get("format") != _FORMAT:
+        raise ValueError(f"{where}: its header has no skanomaly model description.")
+    version = document.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: invalid format_version {version!r}.")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written in format version {version}, newer than the version "
+            f"{FORMAT_VERSION} this skanomaly reads; upgrade skanomaly to load it."
+        )
+    return document
+
+
+# Starts of pickle files and of joblib's compressed pickles (zlib, gzip, bz2, xz, lz4).
+_PICKLE_PREFIXES = (b"\x80", b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18")
+
+
+def _pickle_prefix(head):
+    return any(head.startswith(p) for p in _PICKLE_PREFIXES)
+
+
+def looks_like_pickle(path):
+    """Whether ``path`` starts like a pickle or joblib file (only its first bytes are read).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    bool
+    """
+    try:
+        with open(path, "rb") as fh:
+            return _pickle_prefix(fh.read(8))
+    except OSError:
+        return False
+
+
+def is_safe_model_file(path):
+    """Whether ``path`` starts like a safe model file (its header is read, nothing else).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    bool
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER
+
+
+def _check_tensors(path, found, expected):
+    """Refuse a file whose tensors differ from the rebuilt networks' in name, shape or dtype."""
+    problems = []
+    for key in sorted(set(found) - set(expected)):
+        problems.append(f"unexpected tensor {key!r}")
+    for key in sorted(set(expected) - set(found)):
+        problems.append(f"missing tensor {key!r}")
+    for key in sorted(set(found) & set(expected)):
+        f, e = found[key], expected[key]
+        if tuple(f.shape) != tuple(e.shape):
+            problems.append(
+                f"tensor {key!r} has shape {tuple(f.shape)}, expected {tuple(e.shape)}"
+            )
+        elif f.dtype != e.dtype:
+            problems.append(f"tensor {key!r} has dtype {f.dtype}, expected {e.dtype}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(
+            f"{path} does not match the networks its parameters describe: "
+            + "; ".join(problems[:3]) + more + ". The file is damaged or was modified."
+        )
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_base_fitted(path, detector):
+    """Types and consistency of the fitted values every detector has."""
+    shape = detector.input_shape_
+    if not (
+        isinstance(shape, tuple)
+        and len(shape) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        and shape[2] in (1, 3)
+    ):
+        raise ValueError(f"{path}: input_shape_ {shape!r} is not (H, W, C) with C in {{1, 3}}.")
+    if detector.n_features_in_ != shape[0] * shape[1] * shape[2]:
+        raise ValueError(f"{path}: n_features_in_ does not match input_shape_ {shape}.")
+    for attr in ("offset_", "threshold_"):
+        if hasattr(detector, attr) and not _is_number(getattr(detector, attr)):
+            raise ValueError(f"{path}: {attr} must be a number.")
+    if not isinstance(detector._seed_, int) or isinstance(detector._seed_, bool):
+        raise ValueError(f"{path}: _seed_ must be an integer.")
+
+
+def load_detector(path):
+    """Rebuild a fitted detector from a safe model file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save_detector`.
+
+    Returns
+    -------
+    detector : BaseDetector
+        Scores and maps equal those of the saved detector.  A model fitted on
+        CUDA is loaded onto the CPU when CUDA is not available (``device_``
+        becomes ``"cpu"``).
+
+    Raises
+    ------
+    ValueError
+        The file is not a safe model file (for instance a pickle), is
+        truncated, comes from a newer format, names an unknown detector or
+        parameter, or holds tensors other than those of the rebuilt networks.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    from ._training import runtime_device, seeded
+
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    document = _read_header(path, data)
+    try:
+        tensors = load_tensors(data)
+    except (SafetensorError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{path} is damaged or truncated: {exc}") from None
+    del data
+
+    cls = get_detector(document.get("detector"))
+    _check_supported(cls, ValueError)
+    params = document.get("params")
+    fitted = document.get("fitted")
+    arrays = document.get("arrays")
+    if not all(isinstance(v, dict) for v in (params, fitted, arrays)):
+        raise ValueError(f"{path}: params, fitted and arrays must be JSON objects.")
+    known = set(cls().get_params(deep=False))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(
+            f"{path} names parameters unknown to {cls.__name__}: {unknown}; the file was "
+            f"modified or written by another version of skanomaly."
+        )
+    detector = cls(**{k: _decode(v, f"parameter {k!r}") for k, v in params.items()})
+    detector._validate_params()
+    detector._check_params()
+
+    allowed = set(_fitted_names(cls))
+    names = set(fitted) | set(arrays)
+    if names - allowed:
+        raise ValueError(
+            f"{path} holds fitted values unknown to {cls.__name__}: {sorted(names - allowed)}."
+        )
+    missing = [n for n in _REQUIRED_FITTED if n not in names]
+    if missing:
+        raise ValueError(f"{path} lacks the fitted values {missing}.")
+    for attr, value in fitted.items():
+        setattr(detector, attr, _decode(value, f"fitted attribute {attr!r}"))
+    for attr, spec in arrays.items():
+        key = _FITTED_PREFIX + attr
+        if key not in tensors:
+            raise ValueError(f"{path} lacks the tensor {key!r} of fitted array {attr!r}.")
+        array = tensors.pop(key).numpy()
+        if not isinstance(spec, dict) or str(array.dtype) != spec.get("dtype") or list(
+            array.shape
+        ) != spec.get("shape"):
+            raise ValueError(f"{path}: fitted array {attr!r} does not match its description.")
+        setattr(detector, attr, array)
+    if not isinstance(detector.device_, str):
+        raise ValueError(f"{path}: device_ must be a string.")
+    try:
+        detector.device_ = runtime_device(detector.device_)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: invalid device_ {detector.device_!r}.") from exc
+    _check_base_fitted(path, detector)
+
+    # Build the untrained networks as fit does (without fetching pretrained
+    # weights: the file holds them), away from the caller's RNG state.
+    with seeded(0, "cpu"):
+        try:
+            detector._build_networks(pretrained=False)
+        except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise ValueError(f"{path}: cannot rebuild {cls.__name__}'s networks: {exc}") from exc
+    modules = _modules_of(detector)
+    expected = {
+        f"{prefix}.{key}": t for prefix, m in modules.items() for key, t in m.state_dict().items()
+    }
+    _check_tensors(path, tensors, expected)
+    for prefix, module in modules.items():
+        start = len(prefix) + 1
+        state = {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        module.load_state_dict(state, strict=True)
+    detector._prepare_inference(detector.device_)
+    return detector
+
+
+def load(path):
+    """Load a detector saved with ``det.save(path)`` (``skanomaly.load``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.skan`` file written by :meth:`~skanomaly.base.BaseDetector.save`.
+
+    Returns
+    -------
+    detector : BaseDetector
+        The fitted detector; its scores and maps equal the saved one's.
+
+    Raises
+    ------
+    ValueError
+        The file is not a skanomaly model (a pickle, for instance), is
+        damaged or truncated, comes from a newer format, or names a detector,
+        parameter or tensor that does not match (see :func:`load_detector`).
+    """
+    return load_detector(path)

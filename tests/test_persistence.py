@@ -1,0 +1,347 @@
+"""The safe model format: ``det.save(path)`` / ``skanomaly.load(path)`` and the CLI's use of it."""
+
+import json
+import os
+import pickle
+import struct
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+import skanomaly
+from skanomaly.cli import main
+from skanomaly.persistence import FORMAT_VERSION, _defining_attrs
+from skanomaly.registry import detector_names, get_detector
+
+from .detectors import make_detector
+
+def _supported(name):
+    """Whether the detector has its ``_build_networks`` hook (the safe format needs it)."""
+    return "_build_networks" in _defining_attrs(get_detector(name))
+
+
+def _params():
+    out = []
+    for name in detector_names():
+        marks = ()
+        if not _supported(name):
+            marks = pytest.mark.xfail(
+                strict=True, raises=TypeError,
+                reason="no _build_networks hook yet: the safe format is not supported",
+            )
+        out.append(pytest.param(name, id=name, marks=marks))
+    return out
+
+
+def _images(n, seed, size=32, channels=None):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    shape = (size, size) if channels is None else (size, size, channels)
+    out = []
+    for _ in range(n):
+        phase = rng.uniform(0, 2 * np.pi)
+        base = 0.5 + 0.25 * np.sin(xx / 2.0 + phase)
+        if channels is not None:
+            base = base[..., None]
+        out.append(np.clip(base + rng.normal(0, 0.03, shape), 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _images(8, 0), _images(5, 1)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, data):
+    """name -> (fitted detector, path of its .skan file), fitted once per module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            det = make_detector(name).fit(data[0])
+            path = tmp_path_factory.mktemp(name) / f"{name}.skan"
+            det.save(path)
+            cache[name] = det, path
+        return cache[name]
+
+    return get
+
+
+def _forbid_unpickling(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the safe format must not unpickle anything")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(joblib, "load", refuse)
+
+
+@pytest.mark.parametrize("name", _params())
+def test_round_trip_identical_without_unpickling(name, saved, data, monkeypatch):
+    det, path = saved(name)
+    _forbid_unpickling(monkeypatch)
+    loaded = skanomaly.load(path)
+    assert type(loaded) is type(det)
+    assert loaded.get_params() == det.get_params()
+    assert set(vars(loaded)) == set(vars(det))
+    for attr in ("offset_", "threshold_", "input_shape_", "n_features_in_", "device_"):
+        assert getattr(loaded, attr) == getattr(det, attr)
+    X = data[1]
+    s0, m0 = det.score_and_transform(X)
+    s1, m1 = loaded.score_and_transform(X)
+    np.testing.assert_array_equal(s1, s0)
+    np.testing.assert_array_equal(m1, m0)
+    np.testing.assert_array_equal(loaded.predict(X), det.predict(X))
+
+
+@pytest.mark.parametrize("name", ["dfr", "scadn"])
+def test_fitted_statistics_restored(name, saved, monkeypatch):
+    det, path = saved(name)
+    loaded = skanomaly.load(path)
+    for attr in type(det)._fitted_attributes:
+        np.testing.assert_array_equal(
+            np.asarray(getattr(loaded, attr)), np.asarray(getattr(det, attr))
+        )
+
+
+def _read(path):
+    """(tensors, JSON document) of a safe model file, read through safetensors."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as fh:
+        document = json.loads(fh.metadata()["skanomaly"])
+    return load_file(str(path)), document
+
+
+def _write(path, tensors, document):
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"skanomaly": json.dumps(document)})
+
+
+def test_file_contents(saved, data):
+    det, path = saved("dfr")
+    tensors, document = _read(path)
+    assert document["format_version"] == FORMAT_VERSION
+    assert document["detector"] == "dfr"
+    assert set(document["versions"]) == {"skanomaly", "torch", "scikit-learn"}
+    assert document["params"]["scales"] == 4 and document["params"]["weights"] is None
+    assert document["fitted"]["latent_dim_"] == det.latent_dim_
+    # Network tensors only: nothing shaped like the training images.
+    n, h, w = data[0].shape
+    assert all(k.startswith(("net_.", "feature_extractor_.")) for k in tensors)
+    assert not any(t.ndim >= 3 and t.shape[0] == n and tuple(t.shape[-2:]) == (h, w)
+                   for t in tensors.values())
+    assert os.path.getsize(path) < 2 * sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@pytest.fixture
+def tampered(saved, tmp_path):
+    """Write a modified copy of the DFR file: ``tampered(edit) -> path``."""
+    _, path = saved("dfr")
+
+    def make(edit):
+        tensors, document = _read(path)
+        edit(tensors, document)
+        out = tmp_path / "tampered.skan"
+        _write(out, tensors, document)
+        return out
+
+    return make
+
+
+def _set(key, value):
+    def edit(tensors, document):
+        document[key] = value
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_set("detector", "evil"), "unknown detector 'evil'"),
+        (_set("detector", "scadn"), "unknown to SCADNDetector"),
+        (_set("format_version", FORMAT_VERSION + 1), "newer than the version"),
+        (_set("format", "other"), "no skanomaly model description"),
+        (lambda t, d: d["params"].update(evil=1), "parameters unknown to DFRDetector: ['evil']"),
+        (lambda t, d: d["params"].update(scales={"eval": "os.system('x')"}),
+         "never contains"),
+        (lambda t, d: d["fitted"].update(evil_=1), "fitted values unknown"),
+        (lambda t, d: d["fitted"].pop("offset_"), "lacks the fitted values ['offset_']"),
+        (lambda t, d: d["fitted"].update(offset_="0.5"), "offset_ must be a number"),
+        (lambda t, d: d["fitted"].update(input_shape_={"tuple": [32, 32, 2]}), "input_shape_"),
+        (lambda t, d: t.update({"net_.module_.encoder.0.weight": torch.zeros(3, 3, 1, 1)}),
+         "has shape (3, 3, 1, 1)"),
+        (lambda t, d: t.update({"net_.module_.encoder.0.bias":
+                                t["net_.module_.encoder.0.bias"].double()}), "has dtype"),
+        (lambda t, d: t.update({"extra.weight": torch.zeros(1)}), "unexpected tensor"),
+        (lambda t, d: t.pop("net_.module_.decoder.0.bias"), "missing tensor"),
+        (lambda t, d: d["fitted"].update(latent_dim_=3), "does not match the networks"),
+    ],
+)
+def test_tampered_file_refused(tampered, edit, message, monkeypatch):
+    path = tampered(edit)
+    _forbid_unpickling(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        skanomaly.load(path)
+    assert message in str(info.value).replace(str(path), "")
+
+
+def test_truncated_file_refused(saved, tmp_path):
+    _, path = saved("dfr")
+    blob = path.read_bytes()
+    cuts = [(len(blob) // 2, "damaged or truncated"), (40, "truncated"), (5, "bytes long")]
+    for cut, message in cuts:
+        out = tmp_path / f"cut{cut}.skan"
+        out.write_bytes(blob[:cut])
+        with pytest.raises(ValueError) as info:
+            skanomaly.load(out)
+        assert message in str(info.value).replace(str(out), "")
+
+
+class _Payload:
+    """Unpickling this creates a folder: proof that code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+def test_pickle_renamed_to_skan_refused_without_running_it(saved, tmp_path, monkeypatch):
+    det, _ = saved("dfr")
+    marker = tmp_path / "code-ran"
+    for i, blob in enumerate([pickle.dumps(_Payload(str(marker))), None]):
+        path = tmp_path / f"model{i}.skan"
+        if blob is None:
+            joblib.dump(det, path)
+        else:
+            path.write_bytes(blob)
+        with pytest.raises(ValueError, match="not a skanomaly model file.*pickle"):
+            skanomaly.load(path)
+    assert not marker.exists()
+    (tmp_path / "image.skan").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ValueError, match="not a skanomaly model file"):
+        skanomaly.load(tmp_path / "image.skan")
+
+
+def test_unsafe_parameters_rebuilt_as_none(data, tmp_path):
+    from skorch.callbacks import EarlyStopping
+
+    det = make_detector("scadn", max_epochs=1).fit(data[0][:4])
+    det.set_params(callbacks=[EarlyStopping()], random_state=np.random.RandomState(0))
+    path = tmp_path / "notes.skan"
+    with pytest.warns(UserWarning, match="callbacks: rebuilt as None .skorch callback objects"):
+        det.save(path)
+    _, document = _read(path)
+    assert any(n.startswith("random_state") for n in document["notes"])
+    loaded = skanomaly.load(path)
+    assert loaded.callbacks is None and loaded.random_state is None
+    assert isinstance(det.random_state, np.random.RandomState)  # the live one is unchanged
+    np.testing.assert_array_equal(loaded.score_samples(data[1]), det.score_samples(data[1]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a CPU-only machine")
+def test_cuda_model_loads_on_cpu(tampered, saved, data):
+    det, _ = saved("dfr")
+
+    def on_cuda(tensors, document):
+        document["fitted"]["device_"] = "cuda"
+        document["params"]["device"] = "cuda"
+
+    loaded = skanomaly.load(tampered(on_cuda))
+    assert loaded.device_ == "cpu" and loaded.device == "cuda"
+    np.testing.assert_array_equal(loaded.score_samples(data[1]), det.score_samples(data[1]))
+
+
+def test_save_is_atomic_and_needs_a_fitted_detector(saved, tmp_path, monkeypatch):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        make_detector("dfr").save(tmp_path / "unfitted.skan")
+    det, _ = saved("dfr")
+    target = tmp_path / "kept.skan"
+    target.write_bytes(b"old")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        det.save(target)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.skan"]
+
+
+def test_joblib_still_round_trips(saved, data, tmp_path):
+    det, _ = saved("scadn")
+    joblib.dump(det, tmp_path / "det.joblib")
+    loaded = joblib.load(tmp_path / "det.joblib")
+    np.testing.assert_array_equal(loaded.score_samples(data[1]), det.score_samples(data[1]))
+
+
+# ----------------------------------------------------------------- CLI
+TINY_DFR = [
+    "--param", "weights=None", "--param", "scales=4", "--param", "image_size=32",
+    "--param", "max_epochs=2", "--param", "random_state=0", "--param", "batch_size=4",
+]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("cli")
+    for folder, images in (("good", _images(6, 0)), ("new", _images(3, 1))):
+        (root / folder).mkdir()
+        for i, im in enumerate(images):
+            Image.fromarray(np.rint(im * 255).astype(np.uint8)).save(root / folder / f"{i}.png")
+    return root
+
+
+def _last_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_cli_fit_writes_safe_format_and_score_reads_it(folders, capsys, monkeypatch):
+    model = folders / "model.skan"
+    assert main(["fit", str(folders / "good"), "-o", str(model), "-q", *TINY_DFR]) == 0
+    _forbid_unpickling(monkeypatch)
+    det = skanomaly.load(model)
+    assert det.max_epochs == 2 and det.input_shape_ == (32, 32, 1)
+    out = folders / "scores.csv"
+    assert main(["score", str(model), str(folders / "new"), "-o", str(out), "-q"]) == 0
+    assert out.read_text().count("\n") == 4
+    assert main(["heatmap", str(model), str(folders / "new" / "0.png"), "-o",
+                 str(folders / "maps"), "--dpi", "20", "-q"]) == 0
+
+
+def test_cli_pickle_model_needs_allow_pickle(folders, capsys):
+    det = make_detector("dfr", max_epochs=1).fit(_images(4, 0))
+    model = folders / "model.joblib"
+    joblib.dump(det, model)
+    capsys.readouterr()
+    assert main(["score", str(model), str(folders / "new"), "-q"]) == 2
+    last = _last_error(capsys)
+    assert last.startswith("skanomaly: error:") and "--allow-pickle" in last
+    assert main(["score", str(model), str(folders / "new"), "-q", "--allow-pickle"]) == 0
+    assert capsys.readouterr().out.startswith("path,score,label")
+    # A damaged safe file is an error too, with the loader's reason.
+    bad = folders / "bad.skan"
+    bad.write_bytes(struct.pack("<Q", 10) + b'{"a": 1}  ')
+    assert main(["score", str(bad), str(folders / "new"), "-q", "--allow-pickle"]) == 2
+    assert "no skanomaly model description" in _last_error(capsys)
+
+
+def test_cli_allow_pickle_help_says_why(capsys):
+    assert main(["score", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--allow-pickle" in help_text and "arbitrary code" in help_text
