@@ -1,0 +1,280 @@
+"""skanomaly on a Dask cluster: searches, per-group fits, collection scoring.
+
+One real ``LocalCluster`` (2 worker processes, 1 thread each) serves the
+whole module; detectors are tiny (16 px images, 1-2 epochs).
+"""
+
+import importlib
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("distributed")
+
+import dask.array as da  # noqa: E402
+from dask.distributed import Client, LocalCluster, get_task_stream  # noqa: E402
+from joblib import parallel_config  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_validate  # noqa: E402
+
+import tests.detectors as table  # noqa: E402
+from skanomaly.distributed import fit_per_group, score, worker_torch_threads  # noqa: E402
+from skanomaly.metrics import image_auroc_scorer, pixel_auroc_scorer  # noqa: E402
+from skanomaly.model_selection import NormalOnlyKFold  # noqa: E402
+from skanomaly.registry import detector_names, get_detector  # noqa: E402
+
+SIZE = 16
+
+
+def small(name, **overrides):
+    """A small detector from tests/detectors.py, whichever table it has."""
+    if hasattr(table, "INIT_PARAMS"):
+        params = {**table.INIT_PARAMS[name], **overrides}
+        minimum = getattr(table, "MIN_IMAGE_SIZE", {}).get(name)
+        if minimum and "image_size" in params:
+            params["image_size"] = max(minimum, params["image_size"])
+        return get_detector(name)(**params)
+    return table.FACTORIES[name](**overrides)
+
+
+def images(n, seed=0):
+    """Smooth random uint8 textures (n, 16, 16)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    out = []
+    for _ in range(n):
+        f1, f2, ph = rng.uniform(0.3, 0.8, size=3)
+        img = 0.5 + 0.25 * np.sin(f1 * xx + 6 * ph) * np.cos(f2 * yy)
+        out.append(img + 0.04 * rng.standard_normal((SIZE, SIZE)))
+    return (np.clip(np.stack(out), 0, 1) * 255).astype(np.uint8)
+
+
+def labelled(n_normal=12, n_anomalous=4):
+    """Normal textures plus textures with a bright noisy square, and the masks."""
+    X = images(n_normal + n_anomalous, seed=1)
+    rng = np.random.default_rng(2)
+    X[n_normal:, 4:12, 4:12] = rng.integers(180, 255, size=(n_anomalous, 8, 8))
+    masks = np.zeros(X.shape, dtype=bool)
+    masks[n_normal:, 4:12, 4:12] = True
+    return X, masks
+
+
+@pytest.fixture(scope="module")
+def client():
+    # Dask's nanny writes its worker environment (OMP_NUM_THREADS=1,
+    # MALLOC_TRIM_THRESHOLD_, PYTHONHASHSEED) into this process's os.environ;
+    # put it back so that later tests' subprocesses do not inherit it.
+    environ = dict(os.environ)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+@pytest.fixture(scope="module")
+def fitted_igd():
+    # image_shape lets it read flattened (n, H*W) collections too.
+    return small("igd", image_size=SIZE, image_shape=(SIZE, SIZE)).fit(images(10))
+
+
+def _scores(results):
+    """Every score and rank of ``cv_results_`` (not the timings)."""
+    keys = [k for k in results if k.startswith(("split", "mean_test", "std_test", "rank"))]
+    assert len(keys) == 2 * (2 + 3)  # 2 metrics x (2 splits, mean, std, rank)
+    return {k: list(results[k]) for k in [*sorted(keys), "params"]}
+
+
+# ---------------------------------------------------------------- searches
+@pytest.mark.parametrize("name", detector_names())
+def test_grid_search_on_dask_equals_sequential(client, name):
+    X, y = labelled()
+    search = GridSearchCV(
+        small(name, image_size=SIZE),
+        {"max_epochs": [1, 2]},
+        # Image AUROC saturates at 1 on this data; pixel AUROC moves with
+        # every weight, so equal scores mean equal models.
+        scoring={"image_auroc": image_auroc_scorer, "pixel_auroc": pixel_auroc_scorer},
+        cv=NormalOnlyKFold(2, random_state=0),
+        refit=False,
+    )
+    threads = torch.get_num_threads()
+    sequential = clone(search).fit(X, y).cv_results_
+    with get_task_stream(client) as stream, parallel_config(backend="dask", n_jobs=-1):
+        on_dask = clone(search).fit(X, y).cv_results_
+    # The 2 x 2 fits ran on the cluster, not in this process.
+    assert len(stream.data) >= 4
+    assert _scores(on_dask) == _scores(sequential)
+    assert np.isfinite(on_dask["mean_test_pixel_auroc"]).all()
+    assert torch.get_num_threads() == threads
+
+
+def test_cross_validate_brings_back_detectors_that_score_identically(client):
+    X, y = labelled()
+    kwargs = dict(
+        scoring=image_auroc_scorer, cv=NormalOnlyKFold(2, random_state=0),
+        return_estimator=True,
+    )
+    det = small("dfr", image_size=SIZE, max_epochs=1)
+    sequential = cross_validate(det, X, y, **kwargs)
+    with parallel_config(backend="dask", n_jobs=-1):
+        on_dask = cross_validate(det, X, y, **kwargs)
+    np.testing.assert_array_equal(on_dask["test_score"], sequential["test_score"])
+    for remote, local in zip(on_dask["estimator"], sequential["estimator"]):
+        assert remote.device_ == "cpu"
+        np.testing.assert_array_equal(remote.score_samples(X), local.score_samples(X))
+
+
+# ----------------------------------------------------------- fit_per_group
+def test_fit_per_group_equals_local_fits(client):
+    groups = {"bottle": images(8, seed=3), "cable": images(8, seed=4)}
+    template = small("igd", image_size=SIZE)
+    fitted = fit_per_group(template, groups)
+    assert list(fitted) == ["bottle", "cable"]
+    assert not hasattr(template, "offset_")  # the template is not fitted
+    X = images(6, seed=5)
+    for name, X_train in groups.items():
+        local = clone(template).fit(X_train)
+        assert fitted[name] is not template
+        np.testing.assert_array_equal(fitted[name].score_samples(X), local.score_samples(X))
+        np.testing.assert_array_equal(fitted[name].transform(X), local.transform(X))
+    # The two groups' models differ (each saw its own images).
+    assert not np.array_equal(
+        fitted["bottle"].score_samples(X), fitted["cable"].score_samples(X)
+    )
+
+
+def test_fit_per_group_names_the_failing_group(client):
+    bad = images(6).astype(float)
+    bad[0, 0, 0] = np.nan
+    groups = {"good": images(6), "scratched": bad}
+    with pytest.raises(ValueError, match=r"group 'scratched' failed: ValueError: .*NaN"):
+        fit_per_group(small("igd", image_size=SIZE), groups, client=client)
+
+
+def test_fit_per_group_checks_its_arguments():
+    det = small("igd")
+    with pytest.raises(ValueError, match="groups is empty"):
+        fit_per_group(det, {})
+    with pytest.raises(TypeError, match="groups must be a mapping"):
+        fit_per_group(det, [images(4)])
+    with pytest.raises(TypeError, match="estimator must be a scikit-learn estimator"):
+        fit_per_group("igd", {"a": images(4)})
+
+
+# ------------------------------------------------------------------- score
+@pytest.mark.parametrize("method", ["score_samples", "decision_function", "predict", "transform"])
+def test_score_equals_local(client, fitted_igd, method, tmp_path):
+    X = images(13, seed=6)
+    memmap = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=X.dtype,
+                                       shape=X.shape)
+    memmap[:] = X
+    expected = getattr(fitted_igd, method)(X)
+    assert fitted_igd.batch_size == 8
+    # label -> (collection, partition_size, exact): partitions of whole
+    # inference batches (the default) give the local batches, hence equal
+    # floats; other partitions may differ in the last float32 bit.
+    collections = {
+        "numpy": (X, None, True),
+        "memmap": (memmap, None, True),
+        "dask, chunks of 8": (da.from_array(X, chunks=(8, SIZE, SIZE)), None, True),
+        "numpy, partitions of 3": (X, 3, False),
+        "dask, chunks of 5, channels last": (
+            da.from_array(X[..., None], chunks=(5, SIZE, SIZE, 1)), None, False
+        ),
+    }
+    for label, (collection, size, exact) in collections.items():
+        got = score(fitted_igd, collection, client, method=method, partition_size=size)
+        assert isinstance(got, np.ndarray), label
+        assert got.dtype == expected.dtype and got.shape == expected.shape, label
+        if exact:
+            np.testing.assert_array_equal(got, expected, err_msg=label)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=label)
+    flat = X.reshape(len(X), -1)
+    np.testing.assert_array_equal(
+        score(fitted_igd, flat, client, method=method), getattr(fitted_igd, method)(flat)
+    )
+
+
+def test_score_lazily_returns_a_dask_array(client, fitted_igd):
+    X = images(9, seed=7)
+    lazy = score(fitted_igd, da.from_array(X, chunks=(4, SIZE, SIZE)), client, "transform", compute=False)
+    assert isinstance(lazy, da.Array)
+    assert lazy.shape == (9, SIZE, SIZE) and lazy.dtype == np.float32
+    assert lazy.chunks[0] == (4, 4, 1)
+    np.testing.assert_array_equal(lazy.compute(), fitted_igd.transform(X))
+
+
+class _NoCluster:
+    """A stand-in client that fails on any use."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"client.{name} used")
+
+
+def test_score_refuses_unfitted_detector_before_any_work():
+    with pytest.raises(NotFittedError):
+        score(small("igd"), images(4), client=_NoCluster())
+
+
+def test_score_refuses_bad_collections_and_arguments(client, fitted_igd):
+    X = images(6)
+    with pytest.raises(ValueError, match=r"chunked along axis 1 .*rechunk\({1: -1, 2: -1}\)"):
+        score(fitted_igd, da.from_array(X, chunks=(3, 8, SIZE)), client)
+    with pytest.raises(ValueError, match="method must be one of"):
+        score(fitted_igd, X, client, method="fit")
+    with pytest.raises(TypeError, match="collection must be a dask.array.Array or a NumPy"):
+        score(fitted_igd, list(X), client)
+    with pytest.raises(ValueError, match="holds no images"):
+        score(fitted_igd, X[:0], client)
+    with pytest.raises(ValueError, match="partition_size must be a positive int"):
+        score(fitted_igd, X, client, partition_size=0)
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client"):
+        score(fitted_igd, X, client="tcp://127.0.0.1:8786")
+
+
+# ----------------------------------------------------------------- threads
+def _threads_inside_and_after():
+    torch.set_num_threads(3)
+    with worker_torch_threads() as n:
+        inside = (n, torch.get_num_threads())
+    after = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return inside, after
+
+
+def test_worker_tasks_use_the_workers_threads_and_restore_them(client, fitted_igd):
+    # A task thread set to 3 torch threads gets the worker's 1 inside, 3 after.
+    assert client.submit(_threads_inside_and_after, pure=False).result() == ((1, 1), 3)
+    # score's tasks restore the thread count they found on the worker.
+    workers = sorted(client.nthreads())
+
+    def on_each(func, *args):
+        return [client.submit(func, *args, workers=[w], pure=False).result() for w in workers]
+
+    on_each(torch.set_num_threads, 3)
+    score(fitted_igd, images(8), client, partition_size=2)
+    assert on_each(torch.get_num_threads) == [3, 3]
+    on_each(torch.set_num_threads, 1)
+    # Outside a worker nothing changes.
+    before = torch.get_num_threads()
+    with worker_torch_threads() as n:
+        assert n == before == torch.get_num_threads()
+
+
+# --------------------------------------------------------------- packaging
+def test_import_without_dask_says_how_to_install(monkeypatch):
+    for module in ("dask", "distributed", "dask.distributed", "dask.array"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.delitem(sys.modules, "skanomaly.distributed")
+    with pytest.raises(ImportError, match=r"pip install 'skanomaly\[distributed\]'"):
+        importlib.import_module("skanomaly.distributed")
