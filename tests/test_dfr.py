@@ -196,15 +196,35 @@ def test_gridsearch_over_scales_with_normal_only_folds():
     assert search.best_score_ > 0.9  # a bright square is easy
 
 
+def _dfr_quality_case(random_state=0):
+    """DFR (offline EfficientNet-Lite0) on 64 px brick crops with planted defects."""
+    data = _texture_data(n_train=24, n_test=40, seed=random_state)
+    det = DFRDetector(
+        backbone="efficientnet_lite0", scales=12, image_size=64, max_epochs=15,
+        device="cpu", random_state=random_state,
+    ).fit(data.X_train)
+    return det, data
+
+
 @needs_pretrained
 def test_quality_on_planted_defects_in_brick():
-    data = _texture_data(n_train=40, n_test=40)
-    det = DFRDetector(
-        backbone="efficientnet_lite0", scales=12, image_size=64, max_epochs=25,
-        device="cpu", random_state=0,
-    ).fit(data.X_train)
-    maps = det.transform(data.X_test)
-    # Measured at seeds 0-2: pixel AUROC 0.963-0.966, PRO 0.874-0.887, image 0.935-0.948.
-    assert pixel_auroc(data.masks_test, maps) > 0.9
-    assert pro_score(data.masks_test, maps) > 0.75
-    assert image_auroc(data.y_test, -det.score_samples(data.X_test)) > 0.8
+    """DFR beats the trivial |x - mean| baseline (tests/baseline.py) by 0.1 everywhere.
+
+    Random crops of a texture make the mean training image nearly flat, so
+    the baseline is weak here (unlike on aligned digits).
+    """
+    from tests.baseline import mean_image_baseline
+
+    det, data = _dfr_quality_case(0)
+    scores, maps = det.score_and_transform(data.X_test)
+    b_scores, b_maps = mean_image_baseline(data.X_train, data.X_test)
+    # Measured at seeds 0-2 with these settings (DFR / baseline): image AUROC
+    # 0.745-0.847 / 0.470-0.590, pixel AUROC 0.866-0.919 / 0.641-0.770,
+    # PRO 0.641-0.787 / 0.319-0.379.
+    for name, value, baseline, threshold in [
+        ("image AUROC", image_auroc(data.y_test, -scores), image_auroc(data.y_test, b_scores), 0.7),
+        ("pixel AUROC", pixel_auroc(data.masks_test, maps), pixel_auroc(data.masks_test, b_maps), 0.8),
+        ("PRO", pro_score(data.masks_test, maps), pro_score(data.masks_test, b_maps), 0.55),
+    ]:
+        assert value > threshold, f"DFR {name} {value:.3f} <= {threshold}"
+        assert value > baseline + 0.1, f"DFR {name} {value:.3f} vs baseline {baseline:.3f}"

@@ -426,16 +426,15 @@ def digits_model():
     return det, X[normal[:100]], X_test, y_test
 
 
-def test_one_class_digits_well_above_chance(digits_model):
-    # train on 100 sevens (sklearn's load_digits, upsampled to 32 px), test
-    # on held-out sevens against other digits; an untrained net scores ~0.4
-    det, _, X_test, y_test = digits_model
-    auroc = image_auroc(y_test, -det.score_samples(X_test))
-    assert auroc > 0.9
+# The one-class digits AUROC test (threshold 0.9) was removed: on these aligned
+# digits the trivial |x - mean training image| baseline (tests/baseline.py)
+# scores 0.969 image AUROC (SCADN: 0.957-0.99 at seeds 0-2).  SCADN's quality
+# test, against that baseline on shifted digits where it is weak, is in
+# tests/test_quality.py.
 
 
 def test_heatmap_localises_a_planted_square(digits_model):
-    det, _, X_test, y_test = digits_model
+    det, X_train, X_test, y_test = digits_model
     normal = X_test[y_test == 0][:10]
     planted = normal.copy()
     planted[:, 2:10, 2:10] = 1.0
@@ -443,6 +442,15 @@ def test_heatmap_localises_a_planted_square(digits_model):
     inside = maps[:, 2:10, 2:10].mean()
     outside = (maps.sum(axis=(1, 2)) - maps[:, 2:10, 2:10].sum(axis=(1, 2))).mean() / (32 * 32 - 64)
     assert inside > 5 * outside
+    # ... and more sharply than the trivial |x - mean| map does: inside/outside
+    # measured 5.85, 19.8, 20.2 for SCADN at seeds 0-2, 4.75 for the baseline.
+    from tests.baseline import mean_image_baseline
+
+    _, base = mean_image_baseline(X_train, planted)
+    base_ratio = base[:, 2:10, 2:10].mean() / (
+        (base.sum(axis=(1, 2)) - base[:, 2:10, 2:10].sum(axis=(1, 2))).mean() / (32 * 32 - 64)
+    )
+    assert inside / outside > base_ratio + 0.5
     assert (det.score_samples(planted) < det.score_samples(normal)).all()
 
 
