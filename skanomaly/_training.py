@@ -48,29 +48,125 @@ class TrainingDivergedError(RuntimeError):
 
 
 class FiniteLossGuard(Callback):
-    """Stop training with a clear error when the loss diverges.
+    """Stop training with a clear error when it diverges or collapses.
+
+    Checks, during training only:
+
+    - the batch loss: NaN, infinite, or above ``max_loss`` in magnitude;
+    - the gradients (``on_grad_computed``, where the net reports them): any
+      NaN or infinite entry;
+    - the learnable parameters of every module after each batch: any NaN or
+      infinite entry, or a magnitude above ``max_weight``;
+    - saturated output: a network whose output (``y_pred``) lies within
+      ``saturation_tol`` of 0 or 1 in every element while its gradients are
+      all exactly zero has stopped learning (a sigmoid pushed to its bounds
+      by too large a learning rate).  This counts as divergence when it
+      lasts a whole epoch, or when training ends on such a batch.
+
+    A bounded loss (e.g. a reconstruction error of sigmoid outputs) never
+    becomes infinite, so the last two checks catch divergence the loss
+    check cannot see.
 
     Parameters
     ----------
     max_loss : float, default=1e8
         A finite batch loss above this value also counts as divergence.
+    max_weight : float, default=1e6
+        A parameter entry above this magnitude counts as divergence.
+    saturation_tol : float, default=1e-6
+        Distance to 0 or 1 under which an output element counts as saturated.
     """
 
-    def __init__(self, max_loss=1e8):
+    def __init__(self, max_loss=1e8, max_weight=1e6, saturation_tol=1e-6):
         self.max_loss = max_loss
+        self.max_weight = max_weight
+        self.saturation_tol = saturation_tol
+
+    def initialize(self):
+        self.on_train_begin(None)
+        return self
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.grad_max_ = None
+        self.epoch_batches_ = 0
+        self.saturated_batches_ = 0
+        self.last_saturated_ = False
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        self.epoch_batches_ = 0
+        self.saturated_batches_ = 0
+
+    def on_batch_begin(self, net, batch=None, training=None, **kwargs):
+        if training:
+            self.grad_max_ = None
+
+    def _raise(self, net, what):
+        epoch = len(net.history)
+        raise TrainingDivergedError(
+            f"Training diverged in epoch {epoch}: {what}. Lower lr (now "
+            f"{getattr(net, 'lr', '?')!r}), check the input images, or change "
+            f"random_state."
+        )
+
+    def on_grad_computed(self, net, named_parameters, X=None, y=None, training=None,
+                         **kwargs):
+        grads = [p.grad.detach() for _, p in named_parameters if p.grad is not None]
+        if not grads:
+            return
+        # One synchronisation per batch: the largest gradient magnitude.
+        largest = float(torch.stack([g.abs().max() for g in grads if g.numel()]).max())
+        self.grad_max_ = largest
+        if not math.isfinite(largest):
+            self._raise(net, f"a gradient is {largest!r}")
+
+    def _check_weights(self, net):
+        try:
+            params = [p.detach() for _, p in net.get_all_learnable_params()]
+        except AttributeError:  # not initialised the usual way
+            return
+        params = [p for p in params if p.numel()]
+        if not params:
+            return
+        largest = float(torch.stack([p.abs().max() for p in params]).max())
+        if not math.isfinite(largest):
+            self._raise(net, f"a network weight is {largest!r}")
+        if largest > self.max_weight:
+            self._raise(
+                net, f"a network weight reached {largest:.6g}, above max_weight="
+                f"{self.max_weight:g} (the weights are exploding)"
+            )
+
+    def _saturated(self, y_pred):
+        if not isinstance(y_pred, torch.Tensor) or not y_pred.is_floating_point():
+            return False
+        if y_pred.numel() == 0 or self.grad_max_ is not None and self.grad_max_ != 0.0:
+            return False
+        y = y_pred.detach()
+        tol = self.saturation_tol
+        return bool(((y.abs() <= tol) | ((y - 1).abs() <= tol)).all())
 
     def on_batch_end(self, net, batch=None, training=None, **kwargs):
         if not training:
             return
         loss = net.history[-1, "batches", -1].get("train_loss")
-        if loss is None:
-            return
-        if not math.isfinite(loss) or abs(loss) > self.max_loss:
-            epoch = len(net.history)
-            raise TrainingDivergedError(
-                f"Training diverged in epoch {epoch}: the batch loss is {loss!r}. "
-                f"Lower lr, check the input images, or change random_state."
-            )
+        if loss is not None and (not math.isfinite(loss) or abs(loss) > self.max_loss):
+            self._raise(net, f"the batch loss is {loss!r}")
+        self._check_weights(net)
+        self.last_saturated_ = self._saturated(kwargs.get("y_pred"))
+        self.epoch_batches_ += 1
+        self.saturated_batches_ += int(self.last_saturated_)
+
+    _SATURATED = (
+        "the network's output is stuck at 0/1 (saturated) with zero gradients"
+    )
+
+    def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        if self.epoch_batches_ and self.saturated_batches_ == self.epoch_batches_:
+            self._raise(net, self._SATURATED + " for the whole epoch")
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        if self.last_saturated_ and self.grad_max_ == 0.0:
+            self._raise(net, self._SATURATED + " at the end of training")
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -182,8 +278,12 @@ def _raised_by_early_stopping(exc):
     )
 
 
+#: Device types skanomaly's detectors run on.
+SUPPORTED_DEVICE_TYPES = ("cpu", "cuda")
+
+
 def resolve_device(device):
-    """Map ``"auto"`` to ``"cuda"`` when available, else ``"cpu"``.
+    """Map ``"auto"`` to ``"cuda"`` when available, else ``"cpu"``; check others.
 
     Parameters
     ----------
@@ -193,19 +293,46 @@ def resolve_device(device):
     Returns
     -------
     device : str
+
+    Raises
+    ------
+    ValueError
+        ``device`` is not a torch device, is of a type other than CPU or CUDA
+        (``"mps"``, ``"xpu"``, ``"meta"``, ...), or asks for CUDA (or a CUDA
+        index) that this machine does not have.
     """
     if device is None or device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"device must be a string such as 'auto', 'cpu' or 'cuda', got "
+            f"{type(device).__name__} {device!r}."
+        )
     device = str(device)
     try:
         parsed = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a valid torch device.") from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(
-            f"device={device!r} was requested but CUDA is not available on this "
-            f"machine; use device='auto' or 'cpu'."
+            f"device={device!r} is not a valid torch device; use 'auto', 'cpu', "
+            f"'cuda' or 'cuda:N'."
+        ) from exc
+    if parsed.type not in SUPPORTED_DEVICE_TYPES:
+        raise ValueError(
+            f"device={device!r} is not supported: skanomaly's detectors run on "
+            f"'cpu' or 'cuda' ('cuda:N'); use device='auto' or 'cpu'."
         )
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this "
+                f"machine; use device='auto' or 'cpu'."
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device={device!r} was requested but this machine has {count} CUDA "
+                f"device(s) (cuda:0..cuda:{count - 1}); use one of them or 'auto'."
+            )
     return device
 
 
@@ -218,14 +345,45 @@ def runtime_device(device):
 
 @contextlib.contextmanager
 def seeded(seed, device="cpu"):
-    """Run a block with torch's global RNGs seeded, restoring them afterwards."""
+    """Run a block with torch's global RNGs seeded and cuDNN deterministic.
+
+    Inside the block torch's CPU (and, for a CUDA ``device``, that device's)
+    random generators are seeded with ``seed``, and cuDNN is told to pick
+    deterministic algorithms (``torch.backends.cudnn.deterministic = True``,
+    ``benchmark = False``), so that fitting twice with the same seed on the
+    same CUDA device gives the same network.  All of these are restored on
+    exit, also when the block raises.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of torch's generators.
+    device : str or torch.device, default="cpu"
+        The device the block runs on.
+
+    Notes
+    -----
+    Deterministic cuDNN costs speed on CUDA: convolutions cannot use the
+    fastest (non-deterministic or auto-tuned) algorithms, which typically
+    makes training some 10-30 % slower, more for large batches of big
+    images.  It has no effect on the CPU.  A few CUDA operations have no
+    deterministic implementation at all (scatter-add in backward passes,
+    some interpolation gradients); those may still differ in the last bits
+    between runs.
+    """
     devices = []
     dev = torch.device(device)
     if dev.type == "cuda":
         devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark)
+    try:
+        with torch.random.fork_rng(devices=devices):
+            cudnn.deterministic, cudnn.benchmark = True, False
+            torch.manual_seed(seed)
+            yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
 
 
 class LongFitWarning(UserWarning):
@@ -368,6 +526,8 @@ def make_net(
     *,
     net_class=UnsupervisedNet,
     optimizer=torch.optim.Adam,
+    training=True,
+    desc=None,
     **kwargs,
 ):
     """Build the skorch net of a detector from its shared parameters.
@@ -382,6 +542,13 @@ def make_net(
     net_class : type, default=UnsupervisedNet
         An :class:`UnsupervisedNet` subclass (e.g. with an adversarial train step).
     optimizer : type, default=torch.optim.Adam
+    training : bool, default=True
+        ``True`` for the detector's training net: the user's ``callbacks``
+        and ``early_stopping`` are added.  ``False`` for an auxiliary net
+        (IGD's distillation), which gets only the progress bar, the time
+        estimate and the divergence guard.
+    desc : str, default=None
+        Label of the progress bar (default: the estimator's class name).
     **kwargs
         Further skorch parameters (``optimizer__betas``, ``module__...``).
 
@@ -393,10 +560,21 @@ def make_net(
     callbacks = [("finite_loss", FiniteLossGuard())]
     callbacks.append(("time_estimate", FitTimeEstimate(_speed_hints(estimator))))
     if estimator.verbose:
-        callbacks.append(("progress_bar", FitProgressBar(type(estimator).__name__)))
-    for i, cb in enumerate(estimator.callbacks or ()):
+        callbacks.append(("progress_bar", FitProgressBar(desc or type(estimator).__name__)))
+    if training and getattr(estimator, "early_stopping", False):
+        callbacks.append((
+            "early_stopping",
+            EarlyStopping(
+                monitor="valid_loss",
+                patience=int(estimator.n_iter_no_change),
+                threshold=float(estimator.tol),
+                threshold_mode="abs",
+                lower_is_better=True,
+            ),
+        ))
+    for i, cb in enumerate(estimator.callbacks or () if training else ()):
         callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
-    fraction = getattr(estimator, "validation_fraction", None)
+    fraction = estimator._validation_fraction()
     train_split = (
         ValidSplit(fraction, stratified=False, random_state=estimator._seed_)
         if fraction

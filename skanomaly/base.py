@@ -11,7 +11,10 @@ on a CPU-only machine.  A detector implements ``_fit`` and
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,6 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 
 from ._training import WorkingSizeImages, resolve_device, runtime_device, seeded
 from .validation import check_images
@@ -101,6 +105,102 @@ class StreamingFPRThreshold:
         return float(self._top.min())
 
 
+#: Largest ``image_size`` (pixels per side) a detector accepts.
+MAX_IMAGE_SIZE = 16384
+
+
+def _check_working_size(image_size):
+    """Refuse a working size whose tensors cannot fit in memory.
+
+    The float32 RGB working image alone takes ``3 * 4 * S**2`` bytes; the
+    networks' activations take many times that.  Sides above
+    :data:`MAX_IMAGE_SIZE`, or a single working image larger than the
+    machine's memory, are refused.
+    """
+    if not isinstance(image_size, Integral) or isinstance(image_size, bool):
+        return
+    side = int(image_size)
+    per_image = 3 * 4 * side * side
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        memory = None
+    if side > MAX_IMAGE_SIZE or (memory is not None and per_image > memory):
+        raise ValueError(
+            f"image_size={side} is too large: one {side}x{side} working image takes "
+            f"{per_image / 2**30:.3g} GiB as a float32 RGB tensor, and the network's "
+            f"activations many times that. image_size must be at most "
+            f"{MAX_IMAGE_SIZE}; anomaly detectors usually work at 128-512 px (resize "
+            f"or tile large images)."
+        )
+
+
+def _check_real(value, name):
+    """``value`` as a finite float, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(
+            f"{name} must be a real number, got {type(value).__name__} {value!r}."
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    return value
+
+
+def _check_contamination(contamination):
+    """``"auto"`` or a float in (0, 0.5], as the ``contamination`` parameter."""
+    if isinstance(contamination, str) and contamination == "auto":
+        return contamination
+    if isinstance(contamination, str) or isinstance(contamination, (bool, np.bool_)) or (
+        not isinstance(contamination, Real)
+    ):
+        raise TypeError(
+            f"contamination must be 'auto' or a float in (0, 0.5], got "
+            f"{type(contamination).__name__} {contamination!r}."
+        )
+    value = float(contamination)
+    if not 0.0 < value <= 0.5:
+        raise ValueError(
+            f"contamination={contamination!r} is outside (0, 0.5]: it is the share of "
+            f"normal images flagged as outliers; use a small share such as 0.01, or "
+            f"'auto'."
+        )
+    return value
+
+
+def _check_callbacks(callbacks):
+    """Each item of ``callbacks``: a skorch Callback (instance or class) or a
+    ``(name, Callback)`` pair, with unique names."""
+    if callbacks is None:
+        return
+    names = []
+    for i, item in enumerate(callbacks):
+        cb = item
+        if isinstance(item, tuple):
+            if len(item) != 2 or not isinstance(item[0], str):
+                raise TypeError(
+                    f"callbacks[{i}] is a tuple {item!r}; a named callback must be a "
+                    f"pair (name: str, callback)."
+                )
+            names.append(item[0])
+            cb = item[1]
+        is_callback = isinstance(cb, Callback) or (
+            isinstance(cb, type) and issubclass(cb, Callback)
+        )
+        if not is_callback:
+            raise TypeError(
+                f"callbacks[{i}] is {type(cb).__name__} {cb!r}, not a skorch callback; "
+                f"pass skorch.callbacks.Callback instances (e.g. EarlyStopping()) or "
+                f"(name, callback) pairs."
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"callbacks has several callbacks named {duplicates}; give each a unique "
+            f"name."
+        )
+
+
 #: The documentation of the parameters every detector shares, written once and
 #: filled into each estimator's docstring where it says ``[shared parameters]``.
 SHARED_PARAMETERS_DOC = """\
@@ -134,7 +234,23 @@ callbacks : list of skorch callbacks or None, default=None
     ``GradientNormClipping``, ``LRScheduler``).
 validation_fraction : float in (0, 1) or None, default=None
     Holds out this share of the training images as skorch's validation set
-    (``valid_loss``, e.g. for early stopping)."""
+    (``valid_loss``, e.g. for early stopping); with ``early_stopping=True``
+    and ``None``, 0.1 is held out (as in
+    :class:`~sklearn.neural_network.MLPClassifier`).
+early_stopping : bool, default=False
+    Stop training when ``valid_loss`` has not improved by at least ``tol``
+    for ``n_iter_no_change`` consecutive epochs (skorch's
+    :class:`~skorch.callbacks.EarlyStopping`, keeping the last weights).
+    ``n_epochs_`` records the epochs actually run.
+n_iter_no_change : int, default=10
+    Patience of ``early_stopping``, in epochs.
+tol : float, default=1e-4
+    Smallest decrease of ``valid_loss`` that counts as an improvement.
+precision : {"float32", "bfloat16", "float16"}, default="float32"
+    Arithmetic of inference (scoring, maps): ``"bfloat16"``/``"float16"``
+    run the networks under :func:`torch.autocast` (CUDA; bfloat16 also on
+    the CPU), which is faster on GPUs at a small loss of agreement with
+    float32 (see ``benchmarks/gpu_check.py``).  Training is float32."""
 
 
 def fill_shared_doc(cls):
@@ -212,6 +328,10 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         "value_range": [tuple, list, None],
         "callbacks": [list, tuple, None],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "precision": [StrOptions({"float32", "bfloat16", "float16"})],
     }
 
     #: Whether a pretrained RGB network needs 3 channels (grayscale repeated).
@@ -239,7 +359,9 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         self._check_params()
+        self._check_shared_params()
         images = check_images(X, image_shape=self.image_shape, value_range=self.value_range)
+        self._check_training_set(images)
         self._reset_fitted()
         try:
             self.n_features_in_ = images.n_features
@@ -250,12 +372,26 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             )
             with seeded(self._seed_, self.device_):
                 self._fit(images)
+            self.n_epochs_ = self._epochs_run()
             self._fit_offset_and_thresholds(images)
         except BaseException:
             # Failed or interrupted (KeyboardInterrupt): no half-fitted state.
             self._reset_fitted()
             raise
         return self
+
+    def _validation_fraction(self):
+        """The share of training images held out: ``validation_fraction``, or 0.1
+        when ``early_stopping`` is on and it is ``None`` (scikit-learn's default)."""
+        fraction = getattr(self, "validation_fraction", None)
+        if fraction is None and getattr(self, "early_stopping", False):
+            return 0.1
+        return fraction
+
+    def _epochs_run(self):
+        """Training epochs actually run (``len(net_.history)``; 0 without a net)."""
+        net = getattr(self, "net_", None)
+        return int(len(net.history)) if net is not None else 0
 
     def _reset_fitted(self):
         """Remove every fitted attribute (names ending in ``_``)."""
@@ -264,6 +400,32 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
 
     def _check_params(self):
         """Hook: cross-parameter checks, before any image is read (default: none)."""
+
+    def _check_shared_params(self):
+        """Checks of the shared parameters that ``_validate_params`` cannot express.
+
+        Runs before any image is read: the device exists and is supported,
+        ``image_size`` fits in memory, every item of ``callbacks`` is a skorch
+        callback.
+        """
+        resolve_device(self.device)
+        _check_working_size(getattr(self, "image_size", None))
+        _check_callbacks(getattr(self, "callbacks", None))
+
+    def _check_training_set(self, images):
+        """Checks that need the number of training images (``validation_fraction``)."""
+        fraction = self._validation_fraction()
+        if not fraction:
+            return
+        n = images.n_images
+        n_valid = int(np.ceil(float(fraction) * n))
+        if n - n_valid < 1:
+            most = f"at most {(n - 1) / n:.4g} for {n} images" if n > 1 else "None"
+            raise ValueError(
+                f"validation_fraction={fraction!r} holds out {n_valid} of the {n} "
+                f"training image(s) and leaves none to train on; lower "
+                f"validation_fraction ({most}) or pass more images."
+            )
 
     def _fit(self, images):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -329,9 +491,15 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             )
         h, w, c = self.input_shape_
         if images.n_channels != c:
+            hint = ""
+            if images.n_channels == 1 and images.n_images == c:
+                hint = (
+                    f" If X is one channels-first image ({c}, H, W), pass "
+                    f"np.moveaxis(X, 0, -1)[None] (a batch of one (H, W, {c}) image)."
+                )
             raise ValueError(
                 f"X has {images.n_channels} channel(s) but {name} was fitted on "
-                f"images with {c} channel(s)."
+                f"images with {c} channel(s).{hint}"
             )
         if (images.height, images.width) != (h, w) and not self._resizes_freely:
             raise ValueError(
@@ -358,7 +526,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         device = runtime_device(self.device_)
         self._prepare_inference(device)
         scores, maps = [], []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast(device):
             for x in images.batches(self._inference_batch_size(), device=device):
                 s, m = self._anomaly_batch(x)
                 scores.append(s.detach().float().cpu().numpy())
@@ -378,6 +546,26 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
 
     def _inference_batch_size(self):
         return self.batch_size
+
+    def _autocast(self, device):
+        """Mixed-precision inference context for the ``precision`` parameter.
+
+        ``"float32"`` (or a detector without the parameter) runs in float32;
+        ``"bfloat16"``/``"float16"`` run the networks under
+        :func:`torch.autocast` on the device (CUDA; bfloat16 also on CPU);
+        scores and maps are returned in float32 either way.  Training always
+        runs in float32.
+        """
+        precision = getattr(self, "precision", "float32")
+        if precision == "float32":
+            return contextlib.nullcontext()
+        device_type = torch.device(device).type
+        if device_type == "cpu" and precision == "float16":
+            raise ValueError(
+                "precision='float16' needs CUDA; on the CPU use precision='bfloat16' "
+                "or 'float32'."
+            )
+        return torch.autocast(device_type, dtype=getattr(torch, precision))
 
     def score_samples(self, X):
         """Normality score of each image: the opposite of the anomaly score.
@@ -479,6 +667,8 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         if threshold is None:
             check_is_fitted(self, "threshold_")
             threshold = self.threshold_
+        else:
+            threshold = _check_real(threshold, "threshold")
         return self.transform(X) > threshold
 
     def calibrate(self, X_normal, contamination="auto"):
@@ -494,7 +684,15 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         self : object
+
+        Raises
+        ------
+        TypeError
+            ``contamination`` is neither ``"auto"`` nor a number.
+        ValueError
+            ``contamination`` lies outside (0, 0.5].
         """
+        contamination = _check_contamination(contamination)
         self.offset_ = self._offset_from(self.score_samples(X_normal), contamination)
         return self
 
@@ -577,3 +775,88 @@ class BaseDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.positive_only = value_range is None or value_range[0] >= 0
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
+
+    # ------------------------------------------------- persistence, export
+    #: Fitted attributes beyond the base ones (``n_features_in_``,
+    #: ``input_shape_``, ``offset_``, ``threshold_``, ``device_``, ``_seed_``)
+    #: that :meth:`save` writes and ``skanomaly.load`` restores before
+    #: ``_build_networks``: scalars, lists, tuples, dicts or numeric arrays.
+    _fitted_attributes = ()
+
+    def _build_networks(self, pretrained=True):
+        """Hook: construct the untrained networks from parameters and fitted scalars.
+
+        Called by ``_fit`` before training and by ``skanomaly.load`` before
+        the saved tensors are loaded into them; sets the module and skorch
+        net attributes (the net initialised), so that the loaded detector
+        scores through the same objects as a fitted one.
+
+        Parameters
+        ----------
+        pretrained : bool, default=True
+            ``False`` skips fetching pretrained weights (``load``: the file
+            holds them).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement _build_networks, which the safe "
+            f"model format needs."
+        )
+
+    def save(self, path):
+        """Save the fitted detector to one pickle-free file (``.skan``).
+
+        The file holds every network tensor in `safetensors` format, and the
+        constructor parameters, fitted values, registry name, format version
+        and the versions of skanomaly, torch and scikit-learn as JSON in its
+        header.  No training image is stored.  :func:`skanomaly.load` reads
+        it without unpickling or importing anything named by the file.
+
+        Parameters that cannot be represented safely are recorded as a note
+        in the file and rebuilt as ``None`` (with a ``UserWarning`` here):
+        ``callbacks`` (skorch callback objects), ``weights`` when it is a
+        path to a local file (the file holds the weights themselves) and
+        ``random_state`` when it is a ``RandomState``/``Generator`` instance.
+        Optimizer states are not saved: a loaded detector scores, and
+        ``fit`` trains it anew.
+
+        Parameters
+        ----------
+        path : str or path-like
+            File to write; written to a temporary name in the same folder
+            and renamed, so a failure leaves no partial file.
+
+        Returns
+        -------
+        self : object
+            The detector, unchanged.
+        """
+        from .persistence import save_detector
+
+        save_detector(self, path)
+        return self
+
+    def export_onnx(self, path, opset=17):
+        """Export scoring to an ONNX graph (needs ``pip install 'skanomaly[onnx]'``).
+
+        The graph takes float32 images ``(n, C, H, W)`` in [0, 1] at the
+        fitted size (``n`` dynamic) and returns ``scores`` (``(n,)``, equal
+        to ``-score_samples``) and ``maps`` (``(n, H, W)``, equal to
+        ``transform``), with resizing, normalisation and every step of the
+        method inside the graph.  See :mod:`skanomaly.export`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            ``.onnx`` file to write (temporary name, then renamed).
+        opset : int, default=17
+            ONNX opset version.
+
+        Returns
+        -------
+        self : object
+            The detector, unchanged.
+        """
+        from .export import export_onnx
+
+        export_onnx(self, path, opset=opset)
+        return self

@@ -5,10 +5,15 @@ Examples
 Train a detector on a folder of normal images, score new images, draw
 heatmaps::
 
-    skanomaly fit good_images/ -o model.joblib --detector dfr \\
+    skanomaly fit good_images/ -o model.skan --detector dfr \\
         --param image_size=128 --param max_epochs=50
-    skanomaly score model.joblib new_images/ -o scores.csv
-    skanomaly heatmap model.joblib new_images/ -o heatmaps/
+    skanomaly score model.skan new_images/ -o scores.csv
+    skanomaly heatmap model.skan new_images/ -o heatmaps/
+    skanomaly export model.skan -o model.onnx
+
+Models are saved in skanomaly's safe format (``.skan``, no pickle); a
+joblib/pickle model is read only with ``--allow-pickle``, since loading a
+pickle runs arbitrary code.
 
 Run a self-contained demonstration (DFR on a scikit-image texture with
 planted defects)::
@@ -16,15 +21,23 @@ planted defects)::
     skanomaly demo
 
 Errors in the user's input (missing paths, unreadable images, bad
-parameters) print one line ``skanomaly: error: ...`` and exit with status 2.
+parameters, an output that would overwrite an input, a training run that
+diverges) print one line ``skanomaly: error: ...`` and exit with status 2;
+Ctrl-C exits with status 130.  Every file is written under a temporary name
+in its folder and renamed when complete, so an interrupted or failed command
+leaves no partial file and never touches an existing one; output locations
+are checked before any training or scoring starts.
 """
 
 import argparse
 import ast
+import contextlib
 import csv
 import os
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +50,116 @@ __all__ = ["main"]
 
 class CLIError(Exception):
     """An error in the user's input: reported in one line, exit status 2."""
+
+
+# ------------------------------------------------------- safe output files
+
+
+def _same_path(a, b):
+    """Whether paths ``a`` and ``b`` name the same file (links resolved)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _check_writable(folder):
+    """Create and remove a file in ``folder``: a CLIError unless that works."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CLIError(f"folder {folder} does not exist; create it or choose another -o")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".skanomaly-", suffix=".probe")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CLIError(f"cannot write to folder {folder} ({reason}); choose another -o") from None
+
+
+def _check_output(output, inputs, what):
+    """Refuse an output file that is an input or cannot be written, before any work.
+
+    Parameters
+    ----------
+    output : str or path-like
+        The file the command will write.
+    inputs : iterable of path-like
+        Every file the command reads (model, images).
+    what : str
+        What the output is, for messages ("model file", "CSV file").
+    """
+    out = Path(output)
+    if out.is_dir():
+        raise CLIError(f"the {what} {out} is a folder; give -o a file name")
+    for p in inputs:
+        if _same_path(out, p):
+            raise CLIError(
+                f"the {what} {out} is one of the inputs ({p}); inputs are never "
+                f"overwritten, choose another -o"
+            )
+    _check_writable(out.parent)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _atomic_path(target):
+    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
+
+    The temporary file keeps ``target``'s extension (formats are chosen from
+    it) and gets the permissions ``open`` would give; on any error or
+    interrupt it is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
+    )
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+#: First characters that make a spreadsheet read a cell as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(text):
+    """A text cell that spreadsheets show as text: formula starts get a ``'``."""
+    text = str(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _heatmap_names(paths):
+    """Unique, deterministic heatmap file names for ``paths``, in order.
+
+    ``<stem>_heatmap.png``; an input whose stem was already used (``a/x.png``
+    and ``b/x.png``, or ``x.png`` and ``x.jpg``) gets ``<stem>_2_heatmap.png``,
+    ``<stem>_3_heatmap.png``, ... (compared without case, for case-insensitive
+    file systems).
+    """
+    names, taken = [], set()
+    for p in paths:
+        stem = Path(p).stem
+        name, k = f"{stem}_heatmap.png", 2
+        while name.lower() in taken:
+            name, k = f"{stem}_{k}_heatmap.png", k + 1
+        taken.add(name.lower())
+        names.append(name)
+    return names
 
 
 # ---------------------------------------------------------------- helpers
@@ -80,13 +203,13 @@ def _parse_size(text):
 
 def _collect_paths(inputs):
     """Image files from files and folders (folders: their image files, sorted)."""
+    from .datasets._io import list_image_files
+
     paths = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = list_image_files(p)
             if not found:
                 raise CLIError(f"no image files in folder {p}")
             paths.extend(found)
@@ -109,18 +232,34 @@ def _progress(iterable, total, desc, enabled):
     return tqdm(iterable, total=total, desc=desc, unit="batch", file=sys.stderr)
 
 
-def _load_model(path):
-    import joblib
-
+def _load_model(path, allow_pickle=False):
+    """The detector in ``path``: a safe ``.skan`` file, or a pickle with ``allow_pickle``."""
     from .base import BaseDetector
+    from .persistence import is_safe_model_file, load_detector, looks_like_pickle
 
     path = Path(path)
     if not path.is_file():
         raise CLIError(f"model file {path} does not exist")
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # any unpickling failure is a bad model file
-        raise CLIError(f"cannot load model {path}: {exc}") from exc
+    if is_safe_model_file(path):
+        try:
+            model = load_detector(path)
+        except ValueError as exc:
+            raise CLIError(f"cannot load model {path}: {exc}") from exc
+    elif allow_pickle:
+        import joblib
+
+        try:
+            model = joblib.load(path)
+        except Exception as exc:  # any unpickling failure is a bad model file
+            raise CLIError(f"cannot load model {path}: {exc}") from exc
+    elif looks_like_pickle(path):
+        raise CLIError(
+            f"cannot load model {path}: it is a joblib/pickle file, and loading a pickle "
+            f"runs arbitrary code; pass --allow-pickle if the file is trusted (or re-save "
+            f"the model with det.save(), the safe format)"
+        )
+    else:
+        raise CLIError(f"cannot load model {path}: not a skanomaly model file (.skan)")
     if not isinstance(model, BaseDetector):
         raise CLIError(f"{path} does not hold a skanomaly detector ({type(model).__name__})")
     return model
@@ -156,6 +295,7 @@ def _cmd_fit(args):
     if hasattr(detector, "_validate_params"):  # fail before reading any image
         detector._validate_params()
     paths = _collect_paths(args.images)
+    _check_output(args.output, paths, "model file")  # before any training
     X = read_images(paths, image_size=args.resize, color=args.color)
     if not args.quiet:
         print(f"Training {cls.__name__} on {len(X)} images of {X.shape[1]}x{X.shape[2]} "
@@ -166,36 +306,37 @@ def _cmd_fit(args):
     out = Path(args.output)
     if not out.parent.is_dir():
         raise CLIError(f"folder {out.parent} does not exist")
-    import joblib
-
-    joblib.dump(detector, out)
+    detector.save(out)
+    if out.suffix.lower() in (".joblib", ".pkl", ".pickle"):
+        print(f"note: {out} is in skanomaly's safe format, not a pickle: load it with "
+              f"skanomaly.load", file=sys.stderr)
     print(f"Saved {cls.__name__} fitted in {elapsed:.1f} s to {out}")
     return 0
 
 
 def _cmd_score(args):
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.allow_pickle)
     paths = _collect_paths(args.images)
+    to_file = args.output not in (None, "-")
+    if to_file:
+        _check_output(args.output, [args.model, *paths], "CSV file")
     X = _images_for(model, paths)
     normality = _batched(model, X, "score_samples", args.batch, not args.quiet)
     anomaly = -normality
     anomalous = normality - model.offset_ < 0
-    out = sys.stdout if args.output in (None, "-") else None
-    if out is None:
-        target = Path(args.output)
-        if not target.parent.is_dir():
-            raise CLIError(f"folder {target.parent} does not exist")
-        handle = open(target, "w", newline="")
-    else:
-        handle = out
-    try:
+
+    def write(handle):
         writer = csv.writer(handle)
         writer.writerow(["path", "score", "label"])
         for p, s, bad in zip(paths, anomaly, anomalous):
-            writer.writerow([str(p), f"{s:.6g}", "anomalous" if bad else "normal"])
-    finally:
-        if handle is not sys.stdout:
-            handle.close()
+            # Paths are text: escaped so that spreadsheets never run them as formulas.
+            writer.writerow([_csv_text(p), f"{s:.6g}", "anomalous" if bad else "normal"])
+
+    if to_file:
+        with _atomic_path(args.output) as tmp, open(tmp, "w", newline="") as handle:
+            write(handle)
+    else:
+        write(sys.stdout)
     if args.output not in (None, "-"):
         print(f"Scored {len(paths)} images ({int(anomalous.sum())} anomalous) -> {args.output}")
     return 0
@@ -204,19 +345,103 @@ def _cmd_score(args):
 def _cmd_heatmap(args):
     from .plotting import plot_anomaly_map, save_figure
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.allow_pickle)
     paths = _collect_paths(args.images)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out} is a file; give -o a folder for the heatmaps")
+    names = _heatmap_names(paths)
+    inputs = [Path(args.model), *paths]
+    for name in names:
+        clash = next((p for p in inputs if _same_path(out / name, p)), None)
+        if clash is not None:
+            raise CLIError(
+                f"the heatmap {out / name} would overwrite the input {clash}; inputs are "
+                f"never overwritten, choose another -o folder"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create folder {out} ({exc.strerror or exc}); choose "
+                       f"another -o") from None
+    _check_writable(out)
     X = _images_for(model, paths)
     maps = _batched(model, X, "transform", args.batch, not args.quiet)
     threshold = getattr(model, "threshold_", None)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     lo, hi = (float(maps.min()), float(maps.max())) if args.shared_scale else (None, None)
-    for p, image, heat in zip(paths, X, maps):
+    for p, name, image, heat in zip(paths, names, X, maps):
         ax = plot_anomaly_map(image, heat, threshold=threshold, vmin=lo, vmax=hi,
                               title=p.name, figsize=(4, 4), dpi=args.dpi)
-        save_figure(ax.figure, out / f"{p.stem}_heatmap.png")
+        with _atomic_path(out / name) as tmp:
+            save_figure(ax.figure, tmp)
+        if name != f"{p.stem}_heatmap.png" and not args.quiet:
+            print(f"note: {p} -> {name} (another input has the name {p.stem})",
+                  file=sys.stderr)
     print(f"Wrote {len(paths)} heatmaps to {out}")
+    return 0
+
+
+def _cmd_evaluate(args):
+    """``skanomaly evaluate``: an HTML evaluation report on labelled test images."""
+    from .datasets import load_mvtec_ad
+    from .report import evaluation_report, masks_for_images, mvtec_category
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise CLIError(f"the report is an HTML page; give -o a name ending in .html, got {out}")
+    if not out.parent.is_dir():
+        raise CLIError(f"folder {out.parent} does not exist")
+    model = _load_model(args.model, args.allow_pickle)
+    h, w, c = model.input_shape_
+    folder = Path(args.images)
+    category = mvtec_category(folder) if folder.is_dir() else None
+    if category is not None:
+        if args.masks is not None:
+            raise CLIError(f"{folder} is an MVTec AD category whose masks are read from "
+                           f"ground_truth/; drop --masks")
+        data = load_mvtec_ad(*category, image_size=(h, w), color="gray" if c == 1 else "rgb")
+        X, y, masks, paths = data.X_test, data.y_test, data.masks_test, data.paths_test
+        test_root = Path(category[0]) / category[1] / "test"
+        inputs = [args.model, *paths]
+        label = category[1]
+    else:
+        if args.masks is None:
+            raise CLIError(f"{folder} is not an MVTec AD category (test/ and ground_truth/); "
+                           f"pass --masks MASK_DIR (images without a mask file are normal)")
+        paths = _collect_paths([folder])
+        X = _images_for(model, paths)
+        masks, mask_paths = masks_for_images(paths, args.masks, X.shape[1:3])
+        y = None
+        test_root = folder if folder.is_dir() else folder.parent
+        inputs = [args.model, *paths, *(m for m in mask_paths if m is not None)]
+        label = folder.resolve().name
+    target = out.resolve()
+    if any(Path(p).resolve() == target for p in inputs):
+        raise CLIError(f"the report {out} would overwrite one of the inputs; choose another -o")
+    names = [os.path.relpath(p, test_root) for p in paths]
+    result = evaluation_report(model, X, y, masks=masks, names=names, path=out,
+                               title=f"{type(model).__name__} on {label}",
+                               n_gallery=args.n_gallery)
+    shown = {k: "n/a" if result[k] is None else f"{result[k]:.3f}"
+             for k in ("image_auroc", "pixel_auroc", "pro")}
+    print(f"Evaluated {result.n_images} images ({result.n_anomalous} anomalous): image AUROC "
+          f"{shown['image_auroc']}, pixel AUROC {shown['pixel_auroc']}, PRO {shown['pro']} "
+          f"-> {out}")
+    return 0
+
+
+def _cmd_export(args):
+    """``skanomaly export``: the model's scoring as an ONNX graph."""
+    model = _load_model(args.model, args.allow_pickle)
+    out = Path(args.output)
+    if out.suffix.lower() != ".onnx":
+        raise CLIError(f"give -o a name ending in .onnx, got {out}")
+    if not out.parent.is_dir():
+        raise CLIError(f"folder {out.parent} does not exist")
+    model.export_onnx(out)
+    h, w, c = model.input_shape_
+    print(f"Exported {type(model).__name__} to {out}: input 'images' float32 (n, {c}, {h}, "
+          f"{w}) in [0, 1]; outputs 'scores' (= -score_samples) and 'maps' (= transform)")
     return 0
 
 
@@ -274,10 +499,12 @@ def _cmd_demo(args):
         if not target.parent.is_dir():
             raise CLIError(f"folder {target.parent} does not exist")
         try:
-            plot_anomaly_maps(data.X_test[order], maps[order], masks=data.masks_test[order],
-                              threshold=getattr(detector, "threshold_", None),
-                              scores=anomaly[order], labels=data.y_test[order], n_cols=4,
-                              path=target)
+            with _atomic_path(target) as tmp:
+                plot_anomaly_maps(data.X_test[order], maps[order],
+                                  masks=data.masks_test[order],
+                                  threshold=getattr(detector, "threshold_", None),
+                                  scores=anomaly[order], labels=data.y_test[order],
+                                  n_cols=4, path=tmp)
             print(f"Heatmaps written to {target}")
         except ImportError as exc:
             print(f"No heatmap figure: {exc}")
@@ -286,6 +513,11 @@ def _cmd_demo(args):
 
 
 # ---------------------------------------------------------------- parser
+
+_ALLOW_PICKLE_HELP = (
+    "also read a joblib/pickle model; loading a pickle runs arbitrary code, so use "
+    "it only for files you trust (models saved by 'skanomaly fit' need no flag)"
+)
 
 
 def _parser():
@@ -297,7 +529,8 @@ def _parser():
 
     p = sub.add_parser("fit", help="train a detector on normal images and save it")
     p.add_argument("images", nargs="+", help="normal image files or folders")
-    p.add_argument("-o", "--output", required=True, help="model file to write (joblib)")
+    p.add_argument("-o", "--output", required=True,
+                   help="model file to write, in skanomaly's safe format (e.g. model.skan)")
     p.add_argument("-d", "--detector", default="dfr", choices=detector_names(),
                    help="detector (default: dfr)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
@@ -313,6 +546,7 @@ def _parser():
 
     p = sub.add_parser("score", help="score images with a saved detector (CSV)")
     p.add_argument("model", help="model file written by 'skanomaly fit'")
+    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", default=None,
                    help="CSV file (default: standard output); columns path, score "
@@ -325,6 +559,7 @@ def _parser():
 
     p = sub.add_parser("heatmap", help="write heatmap overlays (PNG) of images")
     p.add_argument("model", help="model file written by 'skanomaly fit'")
+    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="folder for <stem>_heatmap.png files")
     p.add_argument("--shared-scale", action="store_true",
@@ -335,6 +570,31 @@ def _parser():
                    help="torch CPU threads (default: torch's choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_heatmap)
+
+    p = sub.add_parser("evaluate", help="HTML report of a saved detector on labelled images")
+    p.add_argument("model", help="model file written by 'skanomaly fit'")
+    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
+    p.add_argument("images", metavar="test_images",
+                   help="an MVTec AD category folder (or its test/ folder), or a folder of "
+                        "test images with --masks")
+    p.add_argument("--masks", metavar="MASK_DIR", default=None,
+                   help="folder of ground-truth masks <stem>_mask.png (or <stem>.png); an "
+                        "image without one is normal")
+    p.add_argument("-o", "--output", required=True, help="HTML report to write")
+    p.add_argument("--n-gallery", type=int, default=8,
+                   help="images per gallery (default: 8)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a saved detector's scoring to ONNX")
+    p.add_argument("model", help="model file written by 'skanomaly fit'")
+    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write (.onnx)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="train DFR on a texture with planted defects")
     p.add_argument("--texture", default="brick", choices=("brick", "grass", "gravel"),
@@ -354,20 +614,63 @@ def _parser():
     return parser
 
 
-def _run(args):
-    """Run a parsed command with its torch thread count, restored afterwards."""
-    if args.threads is None:
-        return args.func(args)
-    if args.threads < 1:
-        raise CLIError(f"--threads must be at least 1, got {args.threads}")
-    import torch
+#: Integer options that must be at least 1: (attribute, flag).
+_POSITIVE_OPTIONS = (
+    ("batch", "--batch"), ("dpi", "--dpi"), ("n_gallery", "--n-gallery"),
+    ("n_train", "--n-train"), ("n_test", "--n-test"), ("image_size", "--image-size"),
+    ("epochs", "--epochs"), ("threads", "--threads"),
+)
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        return args.func(args)
-    finally:
-        torch.set_num_threads(previous)
+
+def _run(args):
+    """Run a parsed command with its torch thread count, restored afterwards.
+
+    Integer options are checked first; Pillow's decompression-bomb warning
+    is an error while the command runs (an image that large is refused, not
+    read).
+    """
+    for attr, flag in _POSITIVE_OPTIONS:
+        value = getattr(args, attr, None)
+        if value is not None and value < 1:
+            raise CLIError(f"{flag} must be at least 1, got {value}")
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if args.threads is None:
+            return args.func(args)
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            return args.func(args)
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _user_error_message(exc):
+    """The one-line message of a user error, or None for a bug (re-raised)."""
+    image = sys.modules.get("PIL.Image")
+    training = sys.modules.get("skanomaly._training")
+    if image is not None and isinstance(
+        exc, (image.DecompressionBombError, image.DecompressionBombWarning)
+    ):
+        return (
+            f"refusing an image that large (possible decompression bomb): {exc} Shrink "
+            f"the image first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
+        )
+    if training is not None and isinstance(exc, training.TrainingDivergedError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return (
+            f"out of memory{f' ({exc})' if str(exc) else ''}; use a smaller image_size, "
+            f"--batch or --resize, or fewer images"
+        )
+    if isinstance(exc, (CLIError, OSError, ValueError, TypeError, ImportError, EOFError,
+                        ArithmeticError)):
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def main(argv=None):
@@ -382,7 +685,8 @@ def main(argv=None):
     -------
     status : int
         0 on success, 2 for a usage error or bad input (missing paths,
-        unreadable images or models, bad parameters).
+        unreadable images or models, bad parameters, outputs that would
+        overwrite inputs, diverged training), 130 when interrupted (Ctrl-C).
     """
     parser = _parser()
     try:
@@ -394,13 +698,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("skanomaly: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, OSError, ValueError, TypeError, ImportError) as exc:
+    except Exception as exc:
         # Input errors (including scikit-learn's InvalidParameterError, a
-        # ValueError) are reported in one line; SKANOMALY_DEBUG=1 shows the
-        # traceback instead.
-        if os.environ.get("SKANOMALY_DEBUG"):
+        # ValueError, and a diverged training run) are reported in one line;
+        # anything else is a bug and keeps its traceback, as does every error
+        # with SKANOMALY_DEBUG=1.
+        message = _user_error_message(exc)
+        if message is None or os.environ.get("SKANOMALY_DEBUG"):
             raise
-        print(f"skanomaly: error: {exc}", file=sys.stderr)
+        print(f"skanomaly: error: {' '.join(message.split())}", file=sys.stderr)
     return 2
 
 

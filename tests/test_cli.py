@@ -2,7 +2,7 @@
 
 import csv
 
-import joblib
+import skanomaly
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,7 +46,7 @@ def folders(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_path(folders):
-    path = folders / "model.joblib"
+    path = folders / "model.skan"
     status = main(["fit", str(folders / "good"), "-o", str(path), "-q", *TINY_DFR])
     assert status == 0
     return path
@@ -55,7 +55,7 @@ def model_path(folders):
 def test_fit_writes_a_usable_model(model_path, folders):
     from skanomaly import DFRDetector
 
-    det = joblib.load(model_path)
+    det = skanomaly.load(model_path)
     assert isinstance(det, DFRDetector)
     assert det.max_epochs == 3 and det.weights is None and det.scales == 4
     assert det.input_shape_ == (32, 32, 1)
@@ -72,7 +72,7 @@ def test_score_csv(model_path, folders, capsys):
     assert set(rows[0]) == {"path", "score", "label"}
     assert {r["label"] for r in rows} <= {"normal", "anomalous"}
     # Scores equal the detector's own anomaly scores (= -score_samples).
-    det = joblib.load(model_path)
+    det = skanomaly.load(model_path)
     X = np.stack([np.asarray(Image.open(r["path"])) for r in rows])
     expected = -det.score_samples(X)
     got = np.array([float(r["score"]) for r in rows])
@@ -101,12 +101,12 @@ def test_heatmap_pngs(model_path, folders):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "{root}/missing", "-o", "{root}/m.joblib"], "does not exist"),
-        (["fit", "{root}/good", "-o", "{root}/m.joblib", "--param", "oops"], "key=value"),
-        (["fit", "{root}/good", "-o", "{root}/m.joblib", "--param", "max_epochs=-1"],
+        (["fit", "{root}/missing", "-o", "{root}/m.skan"], "does not exist"),
+        (["fit", "{root}/good", "-o", "{root}/m.skan", "--param", "oops"], "key=value"),
+        (["fit", "{root}/good", "-o", "{root}/m.skan", "--param", "max_epochs=-1"],
          "max_epochs"),
-        (["fit", "{root}/good", "-o", "{root}/m.joblib", "--param", "colour=1"], "colour"),
-        (["score", "{root}/absent.joblib", "{root}/new"], "does not exist"),
+        (["fit", "{root}/good", "-o", "{root}/m.skan", "--param", "colour=1"], "colour"),
+        (["score", "{root}/absent.skan", "{root}/new"], "does not exist"),
         (["score", "{root}/good/g0.png", "{root}/new"], "cannot load model"),
         (["score", "{model}", "{root}/broken.png"], "Cannot read image"),
         (["score", "{model}", "{root}/empty"], "no image files"),

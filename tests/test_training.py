@@ -78,3 +78,58 @@ def test_early_stopping_is_not_an_interrupt():
     ).fit(_images(8))
     assert len(det.net_.history) < 30
     check_is_fitted(det)
+
+
+@pytest.mark.parametrize("name", registered())
+def test_early_stopping_in_sklearn_terms(name):
+    X = _images(10)
+    # tol so large that no epoch counts as an improvement: stops after
+    # n_iter_no_change + 1 epochs (the first sets the best score).
+    det = make_detector(
+        name, max_epochs=20, early_stopping=True, n_iter_no_change=2, tol=1e9,
+        progressive_resizing=False,
+    ) if name == "inpainting" else make_detector(
+        name, max_epochs=20, early_stopping=True, n_iter_no_change=2, tol=1e9,
+    )
+    det.fit(X)
+    assert det.n_epochs_ == 3 == len(det.net_.history)
+    assert "valid_loss" in det.net_.history[-1]
+    # without early stopping every epoch runs
+    assert make_detector(name, max_epochs=4).fit(X).n_epochs_ == 4
+
+
+def test_early_stopping_holds_out_a_tenth_by_default():
+    det = make_detector("dfr", max_epochs=3, early_stopping=True, n_iter_no_change=5)
+    assert det._validation_fraction() == 0.1
+    det.set_params(validation_fraction=0.3)
+    assert det._validation_fraction() == 0.3
+    assert make_detector("dfr")._validation_fraction() is None
+
+
+def test_inpainting_patience_starts_at_full_size():
+    # 8 epochs of progressive resizing: full size from epoch 5 (index 4).
+    det = make_detector(
+        "inpainting", max_epochs=8, early_stopping=True, n_iter_no_change=1, tol=1e9,
+    ).fit(_images(10))
+    sizes = [row["full_size"] for row in det.net_.history]
+    first_full = sizes.index(True)
+    assert first_full == 4
+    assert det.n_epochs_ == first_full + 2
+
+
+def test_early_stopping_params_are_searchable():
+    from sklearn.model_selection import GridSearchCV
+
+    from skanomaly.metrics import image_auroc_scorer
+    from skanomaly.model_selection import NormalOnlyKFold
+
+    X = _images(12)
+    y = np.zeros(12, dtype=int)
+    X[8:, 10:18, 10:18] = 1.0
+    y[8:] = 1
+    search = GridSearchCV(
+        make_detector("dfr", max_epochs=6, early_stopping=True, tol=1e9),
+        {"n_iter_no_change": [1, 2]}, scoring=image_auroc_scorer, cv=NormalOnlyKFold(2),
+    ).fit(X, y)
+    assert list(search.cv_results_["param_n_iter_no_change"]) == [1, 2]
+    assert search.best_estimator_.n_epochs_ in (2, 3)

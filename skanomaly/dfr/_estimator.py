@@ -184,6 +184,10 @@ class DFRDetector(BaseDetector):
         value_range=None,
         callbacks=None,
         validation_fraction=None,
+        early_stopping=False,
+        n_iter_no_change=10,
+        tol=1e-4,
+        precision="float32",
     ):
         self.backbone = backbone
         self.weights = weights
@@ -205,6 +209,10 @@ class DFRDetector(BaseDetector):
         self.value_range = value_range
         self.callbacks = callbacks
         self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.precision = precision
 
     # ----------------------------------------------------------- helpers
     def _check_params(self):
@@ -282,17 +290,55 @@ class DFRDetector(BaseDetector):
         return int(max(1, pca.n_components_))
 
     # --------------------------------------------------------------- fit
+    #: Fitted values the safe model format stores (see ``BaseDetector.save``).
+    _fitted_attributes = ("layers_", "n_regional_features_", "latent_dim_")
+
+    def _build_feature_extractor(self, pretrained=True):
+        """The frozen regional feature generator on ``device_``.
+
+        ``pretrained=False`` builds the backbone with random weights (for
+        ``skanomaly.load``, whose file holds the trained ones).
+        """
+        weights = self.weights if pretrained else None
+        return RegionalFeatures(
+            self.backbone, weights, self.layers_, self.image_size, 4, self.upsample
+        ).to(self.device_)
+
+    def _build_networks(self, pretrained=True):
+        """Build the feature extractor (unless ``fit`` built it already) and the CAE net.
+
+        ``fit`` builds the feature extractor first (its depth sets
+        ``n_regional_features_`` and its features the PCA ``latent_dim_``),
+        then calls this for the untrained, initialised CAE net;
+        ``skanomaly.load`` calls it with ``layers_``, ``n_regional_features_``
+        and ``latent_dim_`` set, before loading the saved tensors.
+        """
+        if getattr(self, "feature_extractor_", None) is None:
+            self.feature_extractor_ = self._build_feature_extractor(pretrained)
+        net = make_net(
+            self,
+            module=CAE,
+            criterion=DFRLoss,
+            module__in_channels=self.n_regional_features_,
+            module__latent_dim=self.latent_dim_,
+        )
+        self.net_ = net.initialize()
+
     def _fit(self, images):
         self.layers_ = self._resolve_layers()
         device = self.device_
-        self.feature_extractor_ = RegionalFeatures(
-            self.backbone, self.weights, self.layers_, self.image_size, 4, self.upsample
-        ).to(device)
+        self.feature_extractor_ = self._build_feature_extractor()
         with torch.inference_mode():
             probe = self.feature_extractor_(
                 torch.zeros(1, 3, self.image_size, self.image_size, device=device)
             )
         self.n_regional_features_ = int(probe.shape[1])
+        if self.latent_dim is not None and self.latent_dim >= self.n_regional_features_:
+            raise ValueError(
+                f"latent_dim={self.latent_dim} must be smaller than the "
+                f"{self.n_regional_features_} feature channels of scales={self.scales!r} "
+                f"(no bottleneck otherwise); use latent_dim=None (PCA) or a smaller value."
+            )
         cache, tmpdir = self._feature_cache(images, device)
         try:
             self.latent_dim_ = (
@@ -300,19 +346,12 @@ class DFRDetector(BaseDetector):
                 if self.latent_dim is not None
                 else self._pca_latent_dim(cache)
             )
-            net = make_net(
-                self,
-                module=CAE,
-                criterion=DFRLoss,
-                module__in_channels=self.n_regional_features_,
-                module__latent_dim=self.latent_dim_,
-            )
-            net.fit(ArrayDataset(cache))
+            self._build_networks()
+            self.net_.partial_fit(ArrayDataset(cache))
         finally:
             del cache
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
-        self.net_ = net
 
     def _anomaly_working(self, xw):
         # Eq. (5) on the regional grid; the image score is the maximum of the

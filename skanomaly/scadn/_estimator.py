@@ -189,6 +189,10 @@ class SCADNDetector(BaseDetector):
         value_range=None,
         callbacks=None,
         validation_fraction=None,
+        early_stopping=False,
+        n_iter_no_change=10,
+        tol=1e-4,
+        precision="float32",
     ):
         self.mask_scales = mask_scales
         self.width = width
@@ -210,6 +214,10 @@ class SCADNDetector(BaseDetector):
         self.value_range = value_range
         self.callbacks = callbacks
         self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.precision = precision
 
     # ----------------------------------------------------------- helpers
     def _check_params(self):
@@ -236,10 +244,18 @@ class SCADNDetector(BaseDetector):
         return scale_error_maps(self.net_.module_, xw, masks, chunk_size=4 * self.batch_size)
 
     # --------------------------------------------------------------- fit
-    def _fit(self, images):
-        self.mask_scales_ = self._check_params()
-        self.stripe_widths_ = [stripe_width(self.image_size, s) for s in self.mask_scales_]
-        channels = images.n_channels
+    #: Fitted values the safe model format stores (see ``BaseDetector.save``).
+    _fitted_attributes = ("mask_scales_", "stripe_widths_", "mu_")
+
+    def _build_networks(self, pretrained=True):
+        """Build the untrained, initialised skorch net (generator and discriminator).
+
+        Called by ``fit`` before training and by ``skanomaly.load`` before
+        loading the saved tensors; needs ``input_shape_`` and
+        ``mask_scales_``.  ``pretrained`` is unused (SCADN has no pretrained
+        network).
+        """
+        channels = self.input_shape_[2]
         optim_kw = {"optimizer__betas": (0.0, 0.9), "optimizer_discriminator__betas": (0.0, 0.9)}
         if self.discriminator_lr is not None:
             optim_kw["optimizer_discriminator__lr"] = self.discriminator_lr
@@ -260,8 +276,14 @@ class SCADNDetector(BaseDetector):
             adversarial_loss=self.adversarial_loss,
             **optim_kw,
         )
-        net.fit(self._working_images(images, lazy=True))
-        self.net_ = net
+        self.net_ = net.initialize()
+
+    def _fit(self, images):
+        self.mask_scales_ = self._check_params()
+        self.stripe_widths_ = [stripe_width(self.image_size, s) for s in self.mask_scales_]
+        self._build_networks()
+        net = self.net_
+        net.partial_fit(self._working_images(images, lazy=True))
         # Reference value mu_i of each scale (eq. 9) from the training images.
         net.module_.eval()
         total = None
