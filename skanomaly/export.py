@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._files import atomic_path
 from ._training import runtime_device
 from .persistence import _modules_of
 from .registry import registry_name
@@ -346,26 +346,23 @@ def export_onnx(det, path, opset=17):
     h, w, c = det.input_shape_
     example = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".skanomaly-", suffix=".onnx.tmp", dir=folder)
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript-based exporter (no onnxscript needed) warns that
-            # it is the legacy one, and about instance norm's use of input
-            # statistics, which is what the detectors use too.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph,
-                (example,),
-                tmp,
-                dynamo=False,
-                input_names=["images"],
-                output_names=["scores", "maps"],
-                dynamic_axes={"images": {0: "n"}, "scores": {0: "n"}, "maps": {0: "n"}},
-                opset_version=opset,
-                do_constant_folding=True,
-            )
+    with atomic_path(path) as tmp_path, torch.no_grad(), warnings.catch_warnings():
+        tmp = str(tmp_path)
+        # The TorchScript-based exporter (no onnxscript needed) warns that
+        # it is the legacy one, and about instance norm's use of input
+        # statistics, which is what the detectors use too.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (example,),
+            tmp,
+            dynamo=False,
+            input_names=["images"],
+            output_names=["scores", "maps"],
+            dynamic_axes={"images": {0: "n"}, "scores": {0: "n"}, "maps": {0: "n"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
         model = onnx.load(tmp)
         from . import __version__
 
@@ -392,8 +389,4 @@ def export_onnx(det, path, opset=17):
             entry.key, entry.value = key, value
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -37,13 +37,13 @@ import json
 import numbers
 import os
 import struct
-import tempfile
 import warnings
 
 import numpy as np
 import torch
 from skorch import NeuralNet
 
+from ._files import atomic_path
 from .registry import get_detector, registry_name
 
 __all__ = [
@@ -259,16 +259,8 @@ def save_detector(detector, path):
 
     blob = save(tensors, metadata={_METADATA_KEY: json.dumps(document, allow_nan=True)})
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".skanomaly-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
     return path
 
 

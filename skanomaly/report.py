@@ -22,7 +22,6 @@ import base64
 import html
 import io
 import os
-import tempfile
 from numbers import Integral
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from sklearn.metrics import confusion_matrix
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
+from ._files import atomic_path
 from . import metrics
 
 __all__ = ["evaluation_report", "masks_for_images", "mvtec_category"]
@@ -378,12 +378,6 @@ def _gallery(key, title, hint, indices, total, uris, names, anomaly, y, predicte
     return "\n".join(parts)
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_atomic(path, text):
     path = Path(os.fspath(path))
     folder = path.resolve().parent
@@ -391,16 +385,8 @@ def _write_atomic(path, text):
         raise FileNotFoundError(f"Folder {folder} does not exist; cannot write {path}.")
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give the report a file name ending in .html.")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 # ---------------------------------------------------------------- the report
@@ -470,10 +456,7 @@ def evaluation_report(detector, X, y=None, *, masks=None, names=None, path,
     if not isinstance(n_gallery, Integral) or isinstance(n_gallery, bool) or n_gallery < 1:
         raise ValueError(f"n_gallery must be a positive integer; got {n_gallery!r}.")
 
-    if hasattr(detector, "score_and_transform"):
-        scores, maps = detector.score_and_transform(X)
-    else:  # TODO(one-pass): every detector has score_and_transform once it is merged.
-        scores, maps = detector.score_samples(X), detector.transform(X)
+    scores, maps = detector.score_and_transform(X)  # one pass for both answers
     maps = np.asarray(maps, dtype=np.float32).reshape(X.shape[:3])
     anomaly = -np.asarray(scores, dtype=np.float64)
     offset = float(detector.offset_)

@@ -320,7 +320,6 @@ from functools import partial  # noqa: E402
 import joblib  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
 from skorch.callbacks import Callback, GradientNormClipping, LRScheduler  # noqa: E402
 
 from skanomaly._training import TrainingDivergedError  # noqa: E402

@@ -12,7 +12,6 @@ from torch.nn.utils import parametrize
 
 from skanomaly import SCADNDetector
 from skanomaly._training import TrainingDivergedError
-from skanomaly.metrics import image_auroc
 from skanomaly.scadn._net import SCADNNet
 from skanomaly.scadn.losses import (
     ReconstructionLoss,

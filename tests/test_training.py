@@ -10,7 +10,6 @@ from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 
 import skanomaly._training as training
 from skanomaly import LongFitWarning
-from skanomaly.registry import detector_names
 from tests.detectors import make_detector, registered
 
 
