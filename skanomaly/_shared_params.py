@@ -82,7 +82,8 @@ def _check_contamination(contamination):
 
 def _check_callbacks(callbacks):
     """Each item of ``callbacks``: a skorch Callback (instance or class) or a
-    ``(name, Callback)`` pair, with unique names."""
+    ``(name, Callback)`` pair, with unique names; ``(name, None)`` switches off
+    a default callback of that name, as in skorch."""
     if callbacks is None:
         return
     names = []
@@ -96,6 +97,8 @@ def _check_callbacks(callbacks):
                 )
             names.append(item[0])
             cb = item[1]
+            if cb is None:
+                continue
         is_callback = isinstance(cb, Callback) or (
             isinstance(cb, type) and issubclass(cb, Callback)
         )

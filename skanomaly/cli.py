@@ -1,4 +1,4 @@
-"""Command-line interface: ``skanomaly fit | score | heatmap | demo``.
+"""Command-line interface: ``skanomaly fit | score | heatmap | evaluate | export | demo``.
 
 Examples
 --------
@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import read_images
 from ._files import atomic_path as _atomic_path
 from ._files import heatmap_names as _heatmap_names
 from ._files import spreadsheet_text as _csv_text
@@ -210,9 +209,11 @@ def _load_model(path, allow_pickle=False):
 
 
 def _images_for(model, paths):
-    """Read images at the size and colour mode the model was fitted on."""
+    """The images, read on demand, at the size and colour mode the model was fitted on."""
+    from .datasets import ImageFolderSequence
+
     h, w, c = model.input_shape_
-    return read_images(paths, image_size=(h, w), color="gray" if c == 1 else "rgb")
+    return ImageFolderSequence(paths, mode="gray" if c == 1 else "rgb", size=(h, w))
 
 
 def _batched(model, X, method, batch, show):
@@ -229,6 +230,8 @@ def _batched(model, X, method, batch, show):
 
 
 def _cmd_fit(args):
+    from .datasets import ImageFolderSequence
+
     cls = _detector_class(args.detector)
     params = _parse_params(args.param)
     params.setdefault("verbose", 0 if args.quiet else 1)
@@ -240,7 +243,8 @@ def _cmd_fit(args):
         detector._validate_params()
     paths = _collect_paths(args.images)
     _check_output(args.output, paths, "model file")  # before any training
-    X = read_images(paths, image_size=args.resize, color=args.color)
+    # Streamed: images are read batch by batch during fit, never all at once.
+    X = ImageFolderSequence(paths, mode=args.color, size=args.resize)
     if not args.quiet:
         print(f"Training {cls.__name__} on {len(X)} images of {X.shape[1]}x{X.shape[2]} "
               f"pixels ...", file=sys.stderr)
@@ -310,17 +314,25 @@ def _cmd_heatmap(args):
                        f"another -o") from None
     _check_writable(out)
     X = _images_for(model, paths)
-    maps = _batched(model, X, "transform", args.batch, not args.quiet)
     threshold = getattr(model, "threshold_", None)
-    lo, hi = (float(maps.min()), float(maps.max())) if args.shared_scale else (None, None)
-    for p, name, image, heat in zip(paths, names, X, maps):
-        ax = plot_anomaly_map(image, heat, threshold=threshold, vmin=lo, vmax=hi,
-                              title=p.name, figsize=(4, 4), dpi=args.dpi)
-        with _atomic_path(out / name) as tmp:
-            save_figure(ax.figure, tmp)
-        if name != f"{p.stem}_heatmap.png" and not args.quiet:
-            print(f"note: {p} -> {name} (another input has the name {p.stem})",
-                  file=sys.stderr)
+    lo = hi = None
+    if args.shared_scale:  # one pass for the shared colour scale, maps not kept
+        for s in range(0, len(X), args.batch):
+            heat = model.transform(X[s : s + args.batch])
+            lo = min(float(heat.min()), np.inf if lo is None else lo)
+            hi = max(float(heat.max()), -np.inf if hi is None else hi)
+    starts = range(0, len(X), args.batch)
+    for s in _progress(starts, len(starts), "transform", not args.quiet and len(X) > args.batch):
+        images = X[s : s + args.batch]  # streamed: one batch of images and maps at a time
+        maps = model.transform(images)
+        for p, name, image, heat in zip(paths[s:], names[s:], images, maps):
+            ax = plot_anomaly_map(image, heat, threshold=threshold, vmin=lo, vmax=hi,
+                                  title=p.name, figsize=(4, 4), dpi=args.dpi)
+            with _atomic_path(out / name) as tmp:
+                save_figure(ax.figure, tmp)
+            if name != f"{p.stem}_heatmap.png" and not args.quiet:
+                print(f"note: {p} -> {name} (another input has the name {p.stem})",
+                      file=sys.stderr)
     print(f"Wrote {len(paths)} heatmaps to {out}")
     return 0
 

@@ -22,7 +22,8 @@ from sklearn.utils.validation import check_is_fitted
 
 import skanomaly._training as training
 from skanomaly import backbones
-from skanomaly.base import MAX_IMAGE_SIZE, StreamingFPRThreshold, _check_working_size
+from skanomaly._shared_params import MAX_IMAGE_SIZE, _check_working_size
+from skanomaly.thresholds import StreamingFPRThreshold
 from skanomaly.cli import main
 from skanomaly.datasets import read_images
 from skanomaly.validation import check_images

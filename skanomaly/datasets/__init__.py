@@ -27,16 +27,16 @@ lazily by :func:`make_texture_defects` alone.
 from ._io import IMAGE_EXTENSIONS, read_images
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, one_class_split
 from .folders import load_image_folder, load_mvtec_ad
+from .lazy import ImageFolderSequence
 from .synthetic import DEFECT_KINDS, make_defects, make_texture_defects
 
 # The former private names, still imported by skanomaly.report.
-from ._io import list_image_files as _list_images  # noqa: F401
-from ._io import read_masks as _read_masks  # noqa: F401
 
 __all__ = [
     "DEFECT_KINDS",
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
+    "ImageFolderSequence",
     "load_fashion_mnist",
     "load_image_folder",
     "load_mvtec_ad",

@@ -11,7 +11,14 @@ from .._training import ArrayDataset, make_net
 from ..base import BaseDetector, fill_shared_doc
 from ._net import IGDNet, distill
 from .losses import LOCAL_WINDOW, IGDLoss, global_window_size
-from .torch_model import DATA_RANGE, IGDCritics, IGDModel, TeacherFeatures, igd_anomaly, patch_starts
+from .torch_model import (
+    DATA_RANGE,
+    IGDCritics,
+    IGDModel,
+    TeacherFeatures,
+    igd_anomaly,
+    patch_starts,
+)
 
 __all__ = ["IGDDetector"]
 
