@@ -160,16 +160,20 @@ def _igd_working(det, xw):
 
     The library cuts the local branch's patches into chunks of
     ``batch_size`` (memory); the chunk count would fix the batch size in the
-    graph, so the graph runs them at once (same values, per patch).
+    graph, so the graph runs them at once (same values, per patch).  The
+    MS-SSIM is always :func:`skanomaly.igd.ssim.ms_ssim` (constant window)
+    in the graph.
     """
     from .igd.losses import LOCAL_WINDOW
+    from .igd.ssim import own_ms_ssim_only
     from .igd.torch_model import DATA_RANGE, igd_anomaly
 
-    return igd_anomaly(
-        det.net_.module_, xw, beta=det.beta, xi=det.xi, rho=det.rho,
-        global_window=det.global_window_, local_window=LOCAL_WINDOW,
-        data_range=DATA_RANGE, chunk_size=None,
-    )
+    with own_ms_ssim_only():
+        return igd_anomaly(
+            det.net_.module_, xw, beta=det.beta, xi=det.xi, rho=det.rho,
+            global_window=det.global_window_, local_window=LOCAL_WINDOW,
+            data_range=DATA_RANGE, chunk_size=None,
+        )
 
 
 def gaussian_matrix(n, sigma):

@@ -137,3 +137,21 @@ def test_cli_export(exported, tmp_path, capsys):
     np.testing.assert_allclose(scores, -det.score_samples(X), rtol=1e-4, atol=1e-7)
     assert main(["export", str(model), "-o", str(tmp_path / "model.txt")]) == 2
     assert capsys.readouterr().err.strip().endswith("got " + str(tmp_path / "model.txt"))
+
+
+def test_igd_parity_where_the_library_uses_pytorch_msssim(tmp_path):
+    """At 64 px the library's global MS-SSIM is pytorch_msssim's; the graph's is ours."""
+    from skanomaly.igd.ssim import pytorch_msssim_accepts
+
+    assert pytorch_msssim_accepts(64, 64, n_scales=5, win_size=3)
+    rng = np.random.default_rng(0)
+    X = np.clip(0.5 + 0.2 * rng.standard_normal((8, 64, 64)), 0, 1).astype(np.float32)
+    det = make_detector("igd", image_size=64, max_epochs=1).fit(X)
+    path = tmp_path / "igd64.onnx"
+    det.export_onnx(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    normality, maps = det.score_and_transform(X)
+    scores, onnx_maps = session.run(None, {"images": X[:, None]})
+    assert np.max(np.abs(onnx_maps - maps)) <= 1e-4 * np.ptp(maps)
+    # noise images score alike (range ~3e-4): compare to the scores' size
+    np.testing.assert_allclose(scores, -normality, rtol=1e-5)

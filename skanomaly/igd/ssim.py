@@ -20,6 +20,7 @@ wherever the latter accepts the input (tested).  :func:`ms_ssim_value` calls
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -242,6 +243,26 @@ def pytorch_msssim_accepts(height, width, *, n_scales, win_size):
     return smaller > (win_size - 1) * 16 and coarsest >= win_size
 
 
+_OWN_ONLY = [False]
+
+
+@contextlib.contextmanager
+def own_ms_ssim_only():
+    """Inside the block :func:`ms_ssim_value` always uses :func:`ms_ssim`.
+
+    For ONNX export: :mod:`pytorch_msssim` builds its Gaussian window from
+    tensor operations, which the exporter sees as a convolution kernel of
+    unknown shape; :func:`ms_ssim` computes the same formula with a constant
+    window (the two agree to float32 rounding, which the export parity
+    tests check).
+    """
+    _OWN_ONLY[0], saved = True, _OWN_ONLY[0]
+    try:
+        yield
+    finally:
+        _OWN_ONLY[0] = saved
+
+
 def ms_ssim_value(x, y, *, data_range, weights, win_size):
     """MS-SSIM of each image pair, by :mod:`pytorch_msssim` whenever it accepts the size.
 
@@ -255,7 +276,7 @@ def ms_ssim_value(x, y, *, data_range, weights, win_size):
     """
     weights = _check_weights(weights)
     h, w = x.shape[-2:]
-    if pytorch_msssim_accepts(h, w, n_scales=len(weights), win_size=win_size):
+    if not _OWN_ONLY[0] and pytorch_msssim_accepts(h, w, n_scales=len(weights), win_size=win_size):
         from pytorch_msssim import ms_ssim as _library_ms_ssim
 
         with warnings.catch_warnings():
