@@ -5,11 +5,9 @@ by hand from the fitted networks (their public modules) and the paper's
 equation, and compares values, not just shapes or orderings.  Weights that
 enter an equation (SCADN's ``lambda_rm``/``lambda_rec``/``lambda_adv``,
 IGD's ``xi``/``beta``/``lam``) are set to asymmetric values so that a
-swapped, ignored or hard-coded weight changes the result.
-
-IGD's and InpaintingAE's internals are being restructured; their tests use
-only the public API, the fitted networks named in the estimators' docstrings
-(``net_.module_``, ``net_.criterion_``) and stable pure functions.
+swapped, ignored or hard-coded weight changes the result.  The tests use the public API, the fitted networks named in the
+estimators' docstrings (``net_.module_``, ``net_.criterion_``) and the
+methods' pure functions.
 """
 
 import copy
