@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from numbers import Integral, Real
 
 import numpy as np
@@ -9,13 +12,21 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._training import make_net, runtime_device
-from ..base import BaseDetector, fill_shared_doc
+from ..base import BaseDetector, StreamingFPRThreshold, fill_shared_doc
 from ._net import SCADNNet
 from .losses import ADVERSARIAL_LOSSES, ReconstructionLoss
 from .masks import DEFAULT_MASK_SCALES, stripe_width, striped_masks
-from .torch_model import PatchDiscriminator, SCADNGenerator, scale_error_maps, select_scale
+from .torch_model import (
+    PatchDiscriminator,
+    SCADNGenerator,
+    scale_error_maps,
+    select_scale,
+)
 
 __all__ = ["SCADNDetector"]
+
+# A per-scale map cache larger than this (bytes) goes to a temporary file.
+_MEMORY_CACHE_LIMIT = 2 * 1024**3
 
 
 @fill_shared_doc
@@ -135,9 +146,14 @@ class SCADNDetector(BaseDetector):
       chosen map at the working size (eq. 10).  ``mu_i`` is computed with
       the trained generator over all training images at the end of ``fit``.
     - Cost: scoring runs the generator ``4 * len(mask_scales)`` times per
-      image (12 by default), in chunks of ``4 * batch_size`` masked images;
-      ``fit`` scores the training images twice after training (once for
-      ``mu_``, once for ``offset_``/``threshold_``).
+      image (12 by default), in chunks of ``4 * batch_size`` masked images.
+      After training, ``fit`` runs these passes once per training image: it
+      keeps each image's per-scale maps at the working size in a float32
+      cache (``n * len(mask_scales) * image_size**2 * 4`` bytes; a temporary
+      file above 2 GiB, deleted at the end of ``fit``), takes ``mu_`` from
+      it, then the scores that set ``offset_`` and ``threshold_``.  With
+      ``precision`` other than ``"float32"`` the training images are scored
+      a second time under mixed precision (``mu_`` stays float32).
 
     References
     ----------
@@ -284,14 +300,130 @@ class SCADNDetector(BaseDetector):
         self._build_networks()
         net = self.net_
         net.partial_fit(self._working_images(images, lazy=True))
-        # Reference value mu_i of each scale (eq. 9) from the training images.
+        if self._scores_from_cache(images):
+            self._fit_from_map_cache(images)
+            return
+        # Reference value mu_i of each scale (eq. 9) from the training images;
+        # the base then scores them a second time for offset_ and threshold_.
         net.module_.eval()
         total = None
         with torch.inference_mode():
             for x in images.batches(self.batch_size, device=self.device_):
-                means = self._scale_maps(self._to_working_size(x)).mean(dim=(2, 3)).sum(dim=0).double()
-                total = means if total is None else total + means
+                total = self._add_scale_means(total, self._scale_maps(self._to_working_size(x)))
         self.mu_ = (total / images.n_images).cpu().numpy()
+
+    @staticmethod
+    def _add_scale_means(total, maps):
+        """Running float64 sum over images of each scale's mean error (for ``mu_``)."""
+        means = maps.mean(dim=(2, 3)).sum(dim=0).double()
+        return means if total is None else total + means
+
+    def _scores_from_cache(self, images):
+        """Whether ``fit`` scores its training images once, from a map cache.
+
+        True when the reference images are the training images and scoring
+        runs in float32: ``mu_`` is always computed in float32, so with
+        ``precision="bfloat16"``/``"float16"`` the reference scores need a
+        second, mixed-precision pass (the base's).
+        """
+        return (
+            getattr(self, "precision", "float32") == "float32"
+            and self._reference_images(images) is images
+        )
+
+    def _map_cache(self, n_images):
+        """An empty float32 cache ``(n_images, n_scales, S, S)`` of per-scale maps.
+
+        In memory up to ``_MEMORY_CACHE_LIMIT`` bytes, else a temporary
+        ``.npy`` memory map.
+
+        Returns
+        -------
+        cache : ndarray or numpy.memmap
+        tmpdir : str or None
+            The temporary folder holding the memory map, to delete after use.
+        """
+        shape = (n_images, len(self.mask_scales_), self.image_size, self.image_size)
+        nbytes = int(np.prod(shape)) * 4
+        if nbytes <= _MEMORY_CACHE_LIMIT:
+            return np.empty(shape, dtype=np.float32), None
+        tmpdir = tempfile.mkdtemp(prefix="skanomaly-scadn-")
+        cache = np.lib.format.open_memmap(
+            os.path.join(tmpdir, "maps.npy"), mode="w+", dtype=np.float32, shape=shape
+        )
+        return cache, tmpdir
+
+    def _fit_from_map_cache(self, images):
+        """``mu_`` and the reference scores from one generator pass over ``images``.
+
+        Each training image's per-scale error maps ``E_i`` (eqs. 5-7, the
+        ``4 * n_scales`` generator passes) are computed once at the working
+        size and cached in float32; ``mu_`` (eq. 9) is their mean, and the
+        scale selection, scores and heatmaps that set ``offset_`` and
+        ``threshold_`` are then computed from the cache, in the same batches
+        and with the same operations as :meth:`score_samples`, so the fitted
+        values equal those of scoring the training images anew.  The cache
+        is deleted before returning; :meth:`_fit_offset_and_thresholds` sets
+        the fitted values.
+        """
+        device = runtime_device(self.device_)
+        self._prepare_inference(device)
+        batch_size = self._inference_batch_size()
+        cache, tmpdir = self._map_cache(images.n_images)
+        try:
+            total, start = None, 0
+            with torch.inference_mode():
+                for x in images.batches(batch_size, device=device):
+                    maps = self._scale_maps(self._to_working_size(x))
+                    total = self._add_scale_means(total, maps)
+                    cache[start : start + len(maps)] = maps.cpu().numpy()
+                    start += len(maps)
+            self.mu_ = (total / images.n_images).cpu().numpy()
+            self._reference_scoring_ = self._score_map_cache(cache, images, batch_size, device)
+        finally:
+            del cache
+            if tmpdir is not None:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _score_map_cache(self, cache, images, batch_size, device):
+        """Scores ``(n,)`` and pixel threshold (or None) from cached per-scale maps."""
+        fpr = self.segmentation_fpr if self._pixel_threshold else None
+        size = (images.height, images.width)
+        stream = None
+        if fpr is not None:
+            stream = StreamingFPRThreshold(images.n_images * size[0] * size[1], fpr)
+        mu = torch.as_tensor(self.mu_, dtype=torch.float32, device=device)
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, len(cache), batch_size):
+                maps = torch.from_numpy(np.asarray(cache[start : start + batch_size]))
+                s, final, _ = select_scale(maps.to(device), mu)
+                scores.append(s.float().cpu().numpy())
+                if stream is not None:
+                    stream.add(self._to_input_size(final, size).float().cpu().numpy())
+        scores = np.concatenate(scores).astype(np.float64)
+        if not np.all(np.isfinite(scores)):
+            raise FloatingPointError(
+                f"{type(self).__name__} produced non-finite anomaly scores; the model "
+                f"may have diverged during fit."
+            )
+        return scores, (None if stream is None else stream.threshold())
+
+    def _fit_offset_and_thresholds(self, images):
+        """``offset_`` and ``threshold_`` from the scores ``fit`` computed with ``mu_``.
+
+        Falls back to the base's scoring pass where ``fit`` did not score the
+        reference images (see :meth:`_scores_from_cache`).
+        """
+        reference = vars(self).pop("_reference_scoring_", None)
+        if reference is None:
+            super()._fit_offset_and_thresholds(images)
+            return
+        scores, threshold = reference
+        self.offset_ = self._offset_from(-scores, self.contamination)
+        if threshold is not None:
+            self.threshold_ = threshold
+        self._set_thresholds(scores)
 
     def _anomaly_working(self, xw):
         maps = self._scale_maps(xw)
