@@ -10,6 +10,7 @@ number of images.
 
 from __future__ import annotations
 
+import mmap
 import numbers
 from dataclasses import dataclass
 
@@ -22,6 +23,41 @@ __all__ = ["ImageSet", "check_images", "check_image_shape", "check_value_range"]
 # Finiteness/range checks run over chunks of this many elements so that a
 # large batch never needs a full-size boolean temporary.
 _CHUNK_ELEMENTS = 1 << 24
+# Memmaps are scanned in smaller chunks: each chunk's pages are mapped into the
+# process while it is read, then released (see _release_pages).
+_MEMMAP_CHUNK_ELEMENTS = 1 << 20
+
+
+def _release_pages(chunk):
+    """Unmap the pages of a memmap ``chunk`` from this process once it is read.
+
+    Reading a memmap maps its file pages into the process (resident memory
+    that grows with the number of images read).  For shared mappings
+    (``mode`` ``"r"``, ``"r+"`` or ``"w+"``) the pages stay in the kernel's
+    page cache and are read back, unchanged, on the next access, so this only
+    bounds the process's memory.  Copy-on-write memmaps (``mode="c"``) keep
+    their pages: releasing them would drop the caller's private changes.
+    """
+    mm = getattr(chunk, "_mmap", None)
+    advise = getattr(mmap, "MADV_DONTNEED", None)
+    if (
+        mm is None
+        or advise is None
+        or getattr(chunk, "mode", None) not in ("r", "r+", "w+")
+        or not chunk.flags.c_contiguous
+        or chunk.nbytes == 0
+    ):
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
+        start = chunk.__array_interface__["data"][0] - base
+        end = start + chunk.nbytes
+        start -= start % mmap.PAGESIZE
+        end = min(len(mm), -(-end // mmap.PAGESIZE) * mmap.PAGESIZE)
+        if 0 <= start < end:
+            mm.madvise(advise, start, end - start)
+    except (OSError, ValueError, TypeError, AttributeError):  # pragma: no cover
+        pass  # a closed or unusual mapping: keep the pages
 
 
 def check_image_shape(image_shape):
@@ -119,6 +155,11 @@ class ImageSet:
         chunk = self.data[start:stop]
         if isinstance(chunk, torch.Tensor):
             t = chunk.detach()
+        elif isinstance(chunk, np.memmap) or not chunk.flags.writeable:
+            # A private copy: the pages of a memmap are released once read, and
+            # torch refuses to share read-only memory.
+            t = torch.from_numpy(np.array(chunk, order="C"))
+            _release_pages(chunk)
         else:
             t = torch.from_numpy(np.ascontiguousarray(chunk))
         if device is not None:
@@ -144,7 +185,12 @@ class ImageSet:
     def subset(self, indices):
         """A new :class:`ImageSet` holding the images at ``indices``."""
         idx = np.asarray(indices)
-        data = self.data[torch.as_tensor(idx)] if isinstance(self.data, torch.Tensor) else self.data[idx]
+        if isinstance(self.data, torch.Tensor):
+            data = self.data[torch.as_tensor(idx)]
+        elif isinstance(self.data, np.ndarray) and not isinstance(self.data, np.memmap):
+            data = self.data[idx]
+        else:  # memmap or lazy sequence: a view that reads the images when sliced
+            data = _Subset(self.data, idx)
         return ImageSet(data, self.channels_last, self.scale, self.flat, self.shift)
 
 
@@ -192,8 +238,13 @@ def _check_values(data, name, is_float, value_range=None):
     """Reject NaN/inf and values outside the dtype's documented range."""
     flat = data.reshape(-1)
     lo = hi = None
-    for start in range(0, flat.shape[0], _CHUNK_ELEMENTS):
-        chunk = flat[start : start + _CHUNK_ELEMENTS]
+    step = _MEMMAP_CHUNK_ELEMENTS if isinstance(data, np.memmap) else _CHUNK_ELEMENTS
+    for start in range(0, flat.shape[0], step):
+        chunk = flat[start : start + step]
+        if isinstance(chunk, np.memmap):
+            # Read once into a small private chunk and release its pages.
+            mapped, chunk = chunk, np.array(chunk)
+            _release_pages(mapped)
         if isinstance(chunk, torch.Tensor):
             chunk = chunk.detach().cpu()
             if chunk.dtype == torch.bfloat16:  # NumPy has no bfloat16
@@ -261,6 +312,15 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
         batch of three grey images and is read as such; a detector fitted
         on RGB images then reports the channel mismatch.  A 3-D tensor is
         refused (tensors are ``(n, C, H, W)``; pass ``X[None]``).
+
+        Lazy collections are accepted without being loaded: a NumPy memmap
+        (scanned in small chunks), or a lazy sequence with ``__len__``,
+        ``__getitem__``, ``shape`` ``(n, H, W)`` or ``(n, H, W, C)`` and
+        ``dtype``, such as :class:`skanomaly.datasets.ImageFolderSequence`.
+        A lazy sequence is validated from its shape and dtype here; its values
+        (and each image's shape) are checked batch by batch as the detector
+        reads them, so a bad image deep in the collection is reported when it
+        is reached, not by this function.
     image_shape : tuple or None, default=None
         ``(H, W)`` or ``(H, W, C)`` used to unflatten 2-D input.
     value_range : tuple (low, high) or None, default=None
@@ -330,6 +390,8 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
         _check_values(data, name, is_float, value_range)
         return ImageSet(data, False, *_scaling(is_float, value_range, flat=False))
 
+    if _is_lazy_sequence(X):
+        return _check_lazy(X, name, value_range)
     if isinstance(X, (list, tuple)):
         X = _as_array(X, name)
     elif not isinstance(X, np.ndarray):
@@ -375,8 +437,8 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
     _check_nonempty(n, h, w, name)
     is_float = X.dtype.kind == "f"
     _check_values(X, name, is_float, value_range)
-    if X.dtype == np.float16:
-        X = X.astype(np.float32)
+    # float16 stays float16 (no full-size copy): ImageSet.tensor converts
+    # each batch to float32.
     return ImageSet(X, True, *_scaling(is_float, value_range, flat))
 
 
@@ -451,3 +513,133 @@ def _unflatten(X, image_shape, name):
             f"{max(h, 0) * max(w, 0) * c})."
         )
     return X.reshape(n, h, w, c)
+
+
+# ------------------------------------------------------------ lazy sequences
+def _is_lazy_sequence(X):
+    """Whether ``X`` is a lazy image collection (not an array, tensor or list).
+
+    A lazy collection has ``__len__``, ``__getitem__`` (an int or a slice gives
+    a NumPy array), ``shape`` and ``dtype``: validation reads its metadata
+    only, never every image.
+    """
+    if isinstance(X, (np.ndarray, torch.Tensor, list, tuple)):
+        return False
+    return all(hasattr(X, a) for a in ("__len__", "__getitem__", "shape", "dtype"))
+
+
+def _check_lazy(X, name, value_range):
+    """Validate a lazy collection from its ``shape`` and ``dtype``; values per batch."""
+    try:
+        dtype = np.dtype(X.dtype)
+        shape = tuple(int(s) for s in X.shape)
+    except TypeError as exc:
+        raise TypeError(
+            f"{name} of type {type(X).__name__} has a shape {X.shape!r} or dtype "
+            f"{X.dtype!r} that is not an array's; give it a tuple shape and a NumPy dtype."
+        ) from exc
+    _check_dtype(dtype, name)
+    if len(shape) == 3:
+        _refuse_single_color_image(shape, name)
+        shape = shape + (1,)
+    elif len(shape) != 4:
+        raise ValueError(
+            f"{name} of type {type(X).__name__} has shape {shape}; a lazy image "
+            f"collection must be (n, H, W) or (n, H, W, C): flattened images are "
+            f"only accepted as arrays."
+        )
+    if len(X) != shape[0]:
+        raise ValueError(
+            f"{name} has len {len(X)} but shape {tuple(X.shape)}; a lazy image "
+            f"collection's len must equal shape[0]."
+        )
+    n, h, w, c = shape
+    if c not in (1, 3):
+        raise ValueError(
+            f"{name} has {c} channels (last axis of shape {tuple(X.shape)}); only 1 "
+            f"(grayscale) or 3 (RGB) are supported."
+        )
+    _check_nonempty(n, h, w, name)
+    is_float = dtype.kind == "f"
+    lazy = _LazyImages(X, shape, dtype, name, is_float, value_range)
+    return ImageSet(lazy, True, *_scaling(is_float, value_range, flat=False))
+
+
+class _LazyImages:
+    """A lazy collection seen as ``(n, H, W, C)``, its values checked when read.
+
+    Slicing reads the images from the wrapped collection, checks their shape
+    against the collection's declared shape and their values (NaN, inf, range)
+    as :func:`check_images` does for arrays, naming the images read.
+    """
+
+    def __init__(self, source, shape, dtype, name, is_float, value_range):
+        self.source = source
+        self.shape = shape
+        self.dtype = dtype
+        self.ndim = 4
+        self.name = name
+        self.is_float = is_float
+        self.value_range = value_range
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            label = f"{self.name}[{start}:{stop}" + (f":{step}" if step != 1 else "") + "]"
+        elif isinstance(key, numbers.Integral):
+            return self[int(key) : int(key) + 1 or None][0]
+        else:
+            key = np.asarray(key)
+            label = f"{self.name}[{key.tolist()}]" if key.size <= 8 else f"images of {self.name}"
+        batch = np.asarray(self.source[key])
+        expected = self.shape[1:] if batch.ndim == 4 else self.shape[1:3]
+        if batch.ndim not in (3, 4) or batch.shape[1:] != expected:
+            raise ValueError(
+                f"{label} has shape {batch.shape} but {self.name} declares images of "
+                f"shape {tuple(self.source.shape[1:])}; every image of a lazy collection "
+                f"must have the declared shape."
+            )
+        if batch.dtype != self.dtype:
+            raise ValueError(
+                f"{label} has dtype {batch.dtype} but {self.name} declares "
+                f"{self.dtype}; every image of a lazy collection must have its dtype."
+            )
+        if batch.ndim == 3:
+            batch = batch[..., np.newaxis]
+        if batch.shape[0]:
+            _check_values(batch, label, self.is_float, self.value_range)
+        return batch
+
+
+class _Subset:
+    """Images ``indices`` of a memmap or lazy collection, read when sliced."""
+
+    def __init__(self, source, indices):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.intp).reshape(-1)
+        self.shape = (len(self.indices),) + tuple(source.shape[1:])
+        self.dtype = source.dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        idx = self.indices[key]
+        if np.ndim(idx) == 0:
+            return self.source[int(idx) : int(idx) + 1][0]
+        if len(idx) and np.all(np.diff(idx) == 1):  # a run: one contiguous read
+            return self.source[int(idx[0]) : int(idx[-1]) + 1]
+        if isinstance(self.source, np.memmap):
+            # Row by row, each row's pages released once copied.
+            rows = []
+            for i in idx:
+                row = self.source[int(i) : int(i) + 1]
+                rows.append(np.array(row))
+                _release_pages(row)
+            if rows:
+                return np.concatenate(rows)
+        return self.source[idx]

@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .._training import ArrayDataset, make_net
 from ..backbones import BACKBONES
 from ..base import BaseDetector, fill_shared_doc
+from ..validation import _release_pages
 from .losses import DFRLoss
 from .torch_model import CAE, RegionalFeatures, regional_error_map
 
@@ -275,6 +276,8 @@ class DFRDetector(BaseDetector):
             for x in images.batches(self.batch_size, device=device):
                 f = self._extract(x)
                 cache[start : start + len(f)] = f.cpu().numpy().astype(dtype)
+                if use_disk:  # written: its pages leave this process (kept on disk)
+                    _release_pages(cache[start : start + len(f)])
                 start += len(f)
         return cache, tmpdir
 
@@ -285,7 +288,20 @@ class DFRDetector(BaseDetector):
         idx = np.sort(rng.choice(total, size=min(_PCA_SAMPLES, total), replace=False))
         img, rest = np.divmod(idx, h * w)
         row, col = np.divmod(rest, w)
-        sample = np.asarray(cache[img, :, row, col], dtype=np.float64)
+        # Read block by block: fancy indexing of a whole disk cache would map
+        # every page it touches (nearly all) into memory at once.
+        parts = []
+        block = 256
+        for first in range(0, n, block):
+            lo, hi = np.searchsorted(img, [first, first + block])
+            if lo == hi:
+                continue
+            images = cache[first : first + block]
+            parts.append(
+                np.asarray(images[img[lo:hi] - first, :, row[lo:hi], col[lo:hi]], np.float64)
+            )
+            _release_pages(images)  # a disk cache's pages (no-op in memory)
+        sample = np.concatenate(parts)
         pca = PCA(n_components=0.9, svd_solver="covariance_eigh").fit(sample)
         return int(max(1, pca.n_components_))
 
@@ -347,7 +363,8 @@ class DFRDetector(BaseDetector):
                 else self._pca_latent_dim(cache)
             )
             self._build_networks()
-            self.net_.partial_fit(ArrayDataset(cache))
+            rows = _DiskRows(cache) if isinstance(cache, np.memmap) else cache
+            self.net_.partial_fit(ArrayDataset(rows))
         finally:
             del cache
             if tmpdir is not None:
@@ -358,3 +375,25 @@ class DFRDetector(BaseDetector):
         # map at the input resolution (the base's default).
         f = self.feature_extractor_(xw)
         return None, regional_error_map(f, self.net_.module_(f))
+
+
+class _DiskRows:
+    """Rows of a disk feature cache, copied when read and their pages released.
+
+    Reading a memmap maps its pages into the process; without the release,
+    one epoch would leave the whole cache resident (memory growing with the
+    number of training images, which ``feature_cache="disk"`` is meant to avoid).
+    """
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def __len__(self):
+        return len(self.cache)
+
+    def __getitem__(self, i):
+        i = int(i)
+        row = self.cache[i : i + 1]
+        out = np.array(row[0])
+        _release_pages(row)
+        return out
