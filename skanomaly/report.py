@@ -187,13 +187,9 @@ def _check_truth(y, masks, n, shape):
 
 
 def _figure(figsize):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on environment
-        raise ImportError(
-            "the evaluation report draws its figures with matplotlib: "
-            "pip install skanomaly[plot] (or pip install matplotlib)."
-        ) from exc
+    from .plotting import _mpl  # the actionable ImportError without matplotlib
+
+    _, Figure = _mpl()
     return Figure(figsize=figsize, dpi=100)
 
 
