@@ -293,24 +293,30 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
         """
         device = runtime_device(self.device_)
         self._prepare_inference(device)
-        scores, maps = [], []
+        # Outputs allocated once: no per-batch pieces to concatenate (which
+        # doubled the maps' peak memory and fragmented the heap).
+        n = images.n_images
+        scores = np.empty(n, dtype=np.float64)
+        maps = np.empty((n, images.height, images.width), dtype=np.float32) if with_maps else None
+        start = 0
         with torch.inference_mode(), self._autocast(device):
             for x in images.batches(self._inference_batch_size(), device=device):
                 s, m = self._anomaly_batch(x)
-                scores.append(s.detach().float().cpu().numpy())
+                stop = start + len(s)
+                scores[start:stop] = s.detach().float().cpu().numpy()
                 if with_maps or map_sink is not None:
                     m = m.detach().float().cpu().numpy()
                     if map_sink is not None:
                         map_sink.add(m)
                     if with_maps:
-                        maps.append(m)
-        scores = np.concatenate(scores).astype(np.float64)
+                        maps[start:stop] = m
+                start = stop
         if not np.all(np.isfinite(scores)):
             raise FloatingPointError(
                 f"{type(self).__name__} produced non-finite anomaly scores; the model "
                 f"may have diverged during fit."
             )
-        return scores, (np.concatenate(maps) if with_maps else None)
+        return scores, maps
 
     def _inference_batch_size(self):
         return self.batch_size
