@@ -1,12 +1,14 @@
-"""The shared skorch glue: progress output, long-fit warning, interrupts."""
+"""The shared skorch glue: progress output, long-fit warning, early stopping.
+
+Ctrl-C and skorch's own EarlyStopping raise are covered in tests/test_hostile.py.
+"""
 
 import re
 import warnings
 
 import numpy as np
 import pytest
-from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+from skorch.callbacks import ProgressBar
 
 import skanomaly._training as training
 from skanomaly import LongFitWarning
@@ -51,32 +53,6 @@ def test_short_fit_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", LongFitWarning)
         make_detector("dfr", max_epochs=2).fit(_images())
-
-
-class _Interrupt(Callback):
-    def on_batch_end(self, net, training=None, **kwargs):
-        raise KeyboardInterrupt
-
-
-@pytest.mark.parametrize("name", registered())
-def test_ctrl_c_propagates_and_leaves_no_fitted_state(name):
-    X = _images()
-    det = make_detector(name).fit(X)
-    det.set_params(callbacks=[_Interrupt()])
-    with pytest.raises(KeyboardInterrupt):
-        det.fit(X)
-    assert not [k for k in vars(det) if k.endswith("_")]
-    with pytest.raises(Exception, match="not fitted"):
-        check_is_fitted(det)
-
-
-def test_early_stopping_is_not_an_interrupt():
-    det = make_detector(
-        "dfr", max_epochs=30, validation_fraction=0.25,
-        callbacks=[EarlyStopping(patience=1, threshold=1e9)],
-    ).fit(_images(8))
-    assert len(det.net_.history) < 30
-    check_is_fitted(det)
 
 
 @pytest.mark.parametrize("name", registered())
