@@ -173,10 +173,6 @@ class ImageSet:
             t = t.permute(0, 3, 1, 2)
         return t.contiguous()
 
-    def to_tensor(self, device=None):
-        """All images as one float32 tensor ``(n, C, H, W)`` in [0, 1]."""
-        return self.tensor(0, None, device)
-
     def batches(self, batch_size, device=None):
         """Yield float32 tensors ``(b, C, H, W)`` of at most ``batch_size`` images."""
         for start in range(0, self.n_images, batch_size):
