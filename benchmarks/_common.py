@@ -56,11 +56,12 @@ def quick_params(name, image_size, task="localisation"):
     common = {"image_size": image_size}
     offline = _has_offline_effnet()
     if name == "dfr":
-        if offline:
-            backbone = {"backbone": "efficientnet_lite0", "weights": "IMAGENET1K_V1"}
+        if offline:  # the layer set benchmarks/bench_dfr_layers.py chose for Lite0
+            backbone = {"backbone": "efficientnet_lite0", "weights": "IMAGENET1K_V1",
+                        "scales": [4, 6, 12, 16]}
         else:
-            backbone = {"backbone": "vgg19", "weights": None}
-        return {**common, **backbone, "scales": 12, "max_epochs": 30, "batch_size": 8}
+            backbone = {"backbone": "vgg19", "weights": None, "scales": 12}
+        return {**common, **backbone, "max_epochs": 30, "batch_size": 8}
     if name == "inpainting":
         return {**common, "width": 16, "max_epochs": 30, "batch_size": 8}
     if name == "scadn":
@@ -74,6 +75,35 @@ def quick_params(name, image_size, task="localisation"):
             params["beta"] = 1.0
         return params
     raise ValueError(f"unknown detector {name!r}")
+
+
+#: CPU budgets of the quality benchmark (``--budget``): ``large`` is the
+#: quick preset as :func:`quick_params` gives it; ``small`` trains each
+#: detector for about a third of it (fewer epochs; IGD fewer distillation
+#: iterations too), every other setting unchanged.
+BUDGETS = {
+    "large": {"dfr": {}, "inpainting": {}, "scadn": {}, "igd": {}},
+    "small": {
+        "dfr": {"max_epochs": 10},
+        "inpainting": {"max_epochs": 10},
+        "scadn": {"max_epochs": 5},
+        "igd": {"max_epochs": 3, "kd_iterations": 30},
+    },
+}
+
+
+def budget_text(names, task="localisation", image_size=None):
+    """One line per budget naming what differs between them, for the reports."""
+    lines = []
+    for budget, changes in BUDGETS.items():
+        parts = []
+        for name in names:
+            params = {**quick_params(name, image_size or 64, task), **changes[name]}
+            keys = [k for k in ("max_epochs", "kd_iterations", "width", "batch_size")
+                    if k in params]
+            parts.append(f"{name} " + ", ".join(f"{k}={params[k]}" for k in keys))
+        lines.append(f"{budget}: " + "; ".join(parts))
+    return lines
 
 
 def parse_overrides(items, names):
@@ -103,22 +133,38 @@ def available(names):
     return [(n, get_detector(n)) for n in names]
 
 
-def configs(args, image_size, task="localisation"):
-    """(name, class, params) for the run, after presets and overrides."""
+def configs(args, image_size, task="localisation", budget=None):
+    """(name, class, params) for the run, after presets, budget and overrides.
+
+    ``budget`` (a key of :data:`BUDGETS`) changes the quick preset; it
+    defaults to ``args.budget`` when the parser has one, else ``"large"``
+    (the quick preset unchanged).
+    """
     overrides = parse_overrides(args.param, args.detectors)
+    budget = budget or getattr(args, "budget", None) or "large"
     result = []
     for name, cls in available(args.detectors):
-        params = {} if args.preset == "paper" else quick_params(name, image_size, task)
+        params = {} if args.preset == "paper" else {
+            **quick_params(name, image_size, task), **BUDGETS[budget][name]}
         params.update(random_state=args.seed, device=args.device)
         params.update(overrides[name])
         result.append((name, cls, params))
     return result
 
 
-def evaluate(cls, params, X_train, X_test, y_test, masks_test=None):
-    """Fit and score one detector; return a row of measures (NaN on failure)."""
+def evaluate(cls, params, X_train, X_test, y_test, masks_test=None, image_scores=None):
+    """Fit and score one detector; return a row of measures (NaN on failure).
+
+    ``image_scores`` (rules of :func:`skanomaly.image_scores.reduce_maps`,
+    e.g. ``["top_k_mean", "smoothed_max"]``), if given, are also applied to
+    the maps ``score_and_transform`` returned, as a detector with that
+    ``image_score`` does (its ``image_score_k``/``image_score_sigma``): the
+    result is then a list of ``(rule, row)``, the first ``(None, row)`` for
+    the detector's own image score; every row shares the one fit.
+    """
     row = {"image AUROC": np.nan, "pixel AUROC": np.nan, "PRO": np.nan,
            "fit s": np.nan, "score s": np.nan, "error": ""}
+    out = [(None, row)]
     try:
         detector = cls(**params)
         start = time.perf_counter()
@@ -126,16 +172,83 @@ def evaluate(cls, params, X_train, X_test, y_test, masks_test=None):
         row["fit s"] = time.perf_counter() - start
         start = time.perf_counter()
         normality, maps = detector.score_and_transform(X_test)  # one pass
-        anomaly = -normality
         row["score s"] = time.perf_counter() - start
-        row["image AUROC"] = metrics.image_auroc(y_test, anomaly)
+        row["image AUROC"] = metrics.image_auroc(y_test, -normality)
         if masks_test is not None:
             row["pixel AUROC"] = metrics.pixel_auroc(masks_test, maps)
             row["PRO"] = metrics.pro_score(masks_test, maps)
+        if image_scores:
+            import torch
+
+            from skanomaly.image_scores import reduce_maps
+
+            p = detector.get_params()
+            tensor = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+            for rule in image_scores:
+                scores = reduce_maps(tensor, rule, p.get("image_score_k", 0.01),
+                                     p.get("image_score_sigma", 4.0)).numpy()
+                out.append((rule, dict(row, **{"image AUROC":
+                                               metrics.image_auroc(y_test, scores)})))
     except Exception as exc:  # report and go on with the other detectors
         row["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc(file=sys.stderr)
+    return out if image_scores is not None else row
+
+
+def baseline_row(X_train, X_test, y_test, masks_test=None):
+    """The trivial detector's row: ``|x - mean training image|``, smoothed,
+    image score = max of the map (``tests/baseline.py``, the function the
+    quality tests use)."""
+    from tests.baseline import mean_image_baseline
+
+    start = time.perf_counter()
+    scores, maps = mean_image_baseline(X_train, X_test)
+    row = {"image AUROC": metrics.image_auroc(y_test, scores), "pixel AUROC": np.nan,
+           "PRO": np.nan, "fit s": 0.0, "score s": time.perf_counter() - start, "error": ""}
+    if masks_test is not None:
+        row["pixel AUROC"] = metrics.pixel_auroc(masks_test, maps)
+        row["PRO"] = metrics.pro_score(masks_test, maps)
     return row
+
+
+#: Side of scikit-image's textures (brick, grass, gravel).
+_TEXTURE_SIDE = 512
+
+
+def texture_source(texture, crop_size):
+    """A texture for ``make_texture_defects`` that fits ``crop_size`` crops.
+
+    ``make_texture_defects`` takes test crops from the lower 40 % of the
+    texture, 205 rows of scikit-image's 512 px textures.  For larger crops
+    the texture is resized (bicubic, ``skimage.transform.resize``) to the
+    smallest square whose test strip holds one crop (640 px for 256 px
+    crops, a factor 1.25); otherwise the texture's name is returned.  The
+    defects are then planted at the crop's resolution as usual.
+    """
+    limit = _TEXTURE_SIDE - round(0.6 * _TEXTURE_SIDE)
+    if crop_size <= limit:
+        return texture
+    import skimage.data
+    from skimage.transform import resize
+
+    side = int(np.ceil(crop_size / 0.4))
+    while side - round(0.6 * side) < crop_size:
+        side += 1
+    image = getattr(skimage.data, texture)()
+    big = resize(image, (side, side), order=3, mode="reflect", anti_aliasing=False,
+                 preserve_range=True)
+    return np.clip(np.rint(big), 0, 255).astype(np.uint8)
+
+
+def texture_data(texture, crop_size, n_train, n_test, seed):
+    """``make_texture_defects`` at any crop size (see :func:`texture_source`),
+    every defect kind, the generator's default sizes."""
+    from skanomaly.datasets import make_texture_defects
+
+    data = make_texture_defects(texture_source(texture, crop_size), n_train=n_train,
+                                n_test=n_test, image_size=crop_size, random_state=seed)
+    data["texture"] = texture
+    return data
 
 
 def _fmt(value, digits):
@@ -156,7 +269,8 @@ def markdown_table(rows, keys, measures=("image AUROC", "pixel AUROC", "PRO", "f
     for row in rows:
         cells = [str(row[k]) for k in keys]
         for m in measures:
-            cells.append(_fmt(row.get(m), 1 if m.endswith(" s") else 3))
+            digits = 1 if m.endswith(" s") else 0 if m.startswith("c_") else 3
+            cells.append(_fmt(row.get(m), digits))
         lines.append("| " + " | ".join(cells) + " |")
         if row.get("error"):
             errors.append(f"- {' / '.join(str(row[k]) for k in keys)}: {row['error']}")
@@ -261,3 +375,56 @@ LOCALISATION_METRICS = (
     "image AUROC from -score_samples; pixel AUROC pooled over all test pixels; "
     "PRO = AUPRO up to FPR 0.3, normalised; times in seconds"
 )
+
+
+#: Measures of a row that did not run (the cells say so instead of a figure).
+NOT_RUN = "not run"
+
+
+def save_rows(path, rows, settings):
+    """Write ``rows`` and the run's settings as JSON next to a report
+    (atomically: a temporary file renamed over ``path``)."""
+    import json
+
+    def plain(value):
+        if isinstance(value, (np.floating, float)):
+            return None if np.isnan(value) else float(value)
+        if isinstance(value, np.integer):
+            return int(value)
+        return value
+
+    payload = {"settings": settings, "environment": environment(),
+               "rows": [{k: plain(v) for k, v in row.items()} for row in rows]}
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def load_rows(paths):
+    """Rows and settings of JSON files written by :func:`save_rows`, in order."""
+    import json
+
+    rows, settings = [], []
+    for path in paths:
+        with open(path) as fh:
+            payload = json.load(fh)
+        for row in payload["rows"]:
+            rows.append({k: (np.nan if v is None else v) for k, v in row.items()})
+        settings.append(f"{os.path.basename(path)}: {payload['environment']}; "
+                        + "; ".join(f"{k}={v}" for k, v in payload["settings"].items()))
+    return rows, settings
+
+
+def complete_rows(rows, keys, grid, measures):
+    """Rows in ``grid`` order (tuples of key values), one per combination,
+    with :data:`NOT_RUN` in every measure of a combination that has none
+    (so that a table records exactly what ran)."""
+    index = {tuple(row[k] for k in keys): row for row in rows}
+    out = []
+    for combo in grid:
+        row = index.get(tuple(combo))
+        if row is None:
+            row = {**dict(zip(keys, combo)), **{m: NOT_RUN for m in measures}, "error": ""}
+        out.append(row)
+    return out

@@ -17,6 +17,28 @@ size.  The detectors use the small settings of ``tests/detectors.py`` at
 ``image_size=64`` (DFR with ``feature_cache="disk"``) and ``--epochs``
 training epochs.
 
+Library caches: PyTorch's CPU convolutions (oneDNN) keep two caches of
+compiled kernels, one entry per distinct tensor shape, each bounded at 1024
+entries (``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` and ideep's
+``LRU_CACHE_CAPACITY``).  InpaintingAE's training distortions blur patches
+of random sizes, so these caches fill (about 40 MB) over the first ~1,500
+training samples and then stop growing: memory that is bounded, whatever the
+number of images, but that would show up as growth between 300 and 3,000
+images.  The subprocesses therefore run with both capacities set to
+``--library-cache`` (default 16; ``--library-cache default`` keeps the
+libraries' own settings).
+
+Allocator: glibc raises its mmap threshold (dynamically, up to 32 MB) once
+a large block is freed, after which the transient multi-MB tensors of each
+batch come from the heap, which fragments: the peak then drifts up by 5 to
+15 MB at random over a long call while the bytes in use stay constant
+(measured with ``mallinfo2`` on SCADN's scoring: 140 MB in use throughout,
+5 to 32 MB free in the heap).  The subprocesses therefore run with
+``MALLOC_MMAP_THRESHOLD_=131072`` (glibc's initial threshold, kept fixed:
+blocks above it are mapped and returned on free), ``--malloc-mmap-threshold
+default`` to leave glibc's dynamic threshold.  Memory in use still counts
+in full.
+
 Usage::
 
     python benchmarks/bench_scaling.py --small 300 --large 3000 --epochs 1 \\
@@ -89,13 +111,23 @@ def detector_params(name, epochs):
     return params
 
 
-def measure(name, task, n, data, params, model, threads):
+def measure(
+    name, task, n, data, params, model, threads, library_cache="16",
+    mmap_threshold="131072",
+):
     """Run one call in a fresh subprocess; its extra peak RSS (bytes) and time."""
     code = _CHILD.format(
         root=_ROOT, threads=threads, data=data, n=n, task=task, name=name,
         params=params, model=model,
     )
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if library_cache != "default":
+        env.update(
+            ONEDNN_PRIMITIVE_CACHE_CAPACITY=str(library_cache),
+            LRU_CACHE_CAPACITY=str(library_cache),
+        )
+    if mmap_threshold != "default":
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=_ROOT
     )
@@ -125,10 +157,24 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--detectors", nargs="*", default=None)
+    parser.add_argument(
+        "--library-cache", default="16",
+        help="capacity of oneDNN's and ideep's kernel caches in the subprocesses "
+        "(an int, or 'default' for the libraries' own, 1024 entries each)",
+    )
+    parser.add_argument(
+        "--malloc-mmap-threshold", default="131072",
+        help="MALLOC_MMAP_THRESHOLD_ of the subprocesses (bytes, fixed), or "
+        "'default' for glibc's dynamic threshold",
+    )
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     if not 0 < args.small < args.large:
         parser.error("--small and --large must satisfy 0 < small < large")
+    if args.library_cache != "default" and not args.library_cache.isdigit():
+        parser.error("--library-cache must be a non-negative int or 'default'")
+    if args.malloc_mmap_threshold != "default" and not args.malloc_mmap_threshold.isdigit():
+        parser.error("--malloc-mmap-threshold must be a non-negative int or 'default'")
     sys.path.insert(0, _ROOT)
     from skanomaly.registry import detector_names
 
@@ -147,7 +193,10 @@ def main(argv=None):
                 for n in (args.small, args.large):
                     # fit on the small set saves the model that score_samples loads
                     path = model if (task != "fit" or n == args.small) else ""
-                    res[n] = measure(name, task, n, data, params, path, args.threads)
+                    res[n] = measure(
+                        name, task, n, data, params, path, args.threads,
+                        args.library_cache, args.malloc_mmap_threshold,
+                    )
                 growth = res[args.large]["extra"] - res[args.small]["extra"]
                 rows.append((name, task, res[args.small], res[args.large], growth))
                 print(f"{name} {task}: {res}", file=sys.stderr, flush=True)
@@ -155,7 +204,9 @@ def main(argv=None):
     lines = [
         f"Extra peak RSS (VmHWM after the call minus VmRSS at a /proc/self/clear_refs "
         f"reset), float32 memmap of {_SIZE}x{_SIZE} grey images, {args.epochs} epoch(s), "
-        f"{args.threads} torch thread(s); {platform.processor() or platform.machine()}, "
+        f"{args.threads} torch thread(s), oneDNN/ideep kernel caches: "
+        f"{args.library_cache} entries, MALLOC_MMAP_THRESHOLD_: "
+        f"{args.malloc_mmap_threshold}; {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}.",
         "",
         f"| detector | call | extra peak, {args.small} images (MB) | extra peak, "
@@ -172,11 +223,16 @@ def main(argv=None):
         )
     lines.append("")
     lines.append(f"Total benchmark time: {time.perf_counter() - total:.0f} s.")
-    table = "\n".join(lines)
+    command = "OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    table = "\n".join([f"Command: `{command}`", "", *lines])
     print(table)
-    if args.out:
-        with open(args.out, "w") as fh:
+    if args.out:  # written whole or not at all
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as fh:
             fh.write(table + "\n")
+        os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":

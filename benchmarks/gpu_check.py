@@ -8,8 +8,9 @@ For each registered detector it
    (``det.save``), and scores the same images in a subprocess that sees no
    GPU (``CUDA_VISIBLE_DEVICES=""``): a device-fitted model loads and scores
    on a CPU-only machine (largest relative score and map differences);
-3. measures scoring throughput at the paper's image size in float32 and in
-   ``precision="bfloat16"`` (autocast), with the bfloat16 parity against
+3. measures scoring throughput at the paper's image size in float32 (TF32
+   off), ``precision="tf32"`` and ``precision="bfloat16"`` (autocast), with
+   the TF32 map difference and the bfloat16 parity against
    float32 (Pearson correlation of the maps, Spearman correlation of the
    image scores);
 
@@ -51,14 +52,15 @@ FIT_PARAMS = {
     "inpainting": dict(width=16, image_size=128, max_epochs=3, batch_size=8),
     "scadn": dict(width=16, image_size=128, max_epochs=3, batch_size=8),
     "igd": dict(teacher=None, width=16, image_size=128, max_epochs=3, batch_size=16,
-                latent_dim=32),
+                latent_dim=32, kd_iterations=100),
 }
 PAPER_PARAMS = {
     "dfr": dict(weights=None, backbone="vgg19", scales=12, image_size=256, latent_dim=200,
                 max_epochs=1, batch_size=4),
     "inpainting": dict(width=32, image_size=512, max_epochs=1, batch_size=8),
     "scadn": dict(width=64, image_size=512, max_epochs=1, batch_size=4),
-    "igd": dict(teacher=None, width=64, image_size=256, max_epochs=1, batch_size=64),
+    "igd": dict(teacher=None, width=64, image_size=256, max_epochs=1, batch_size=64,
+                kd_iterations=20),
 }
 TINY = {
     "dfr": dict(weights=None, scales=4, image_size=32, max_epochs=1, batch_size=4),
@@ -173,6 +175,10 @@ def check_detector(name, device, tiny, n_fit, n_score):
     row["paper_size"] = psize
     row["fp32_img_s"] = _throughput(big, Xs, device)
     s32, m32 = big.score_and_transform(Xs)
+    big.set_params(precision="tf32")
+    row["tf32_img_s"] = _throughput(big, Xs, device)
+    s_tf, m_tf = big.score_and_transform(Xs)
+    row["tf32_map_rel"] = _rel(m_tf, m32)
     big.set_params(precision="bfloat16")
     row["bf16_img_s"] = _throughput(big, Xs, device)
     s16, m16 = big.score_and_transform(Xs)
@@ -185,6 +191,7 @@ COLUMNS = [
     ("detector", "{}"), ("fit_s", "{:.1f}"), ("same_seed_max_diff", "{:.2g}"),
     ("cpu_reload_score_rel", "{:.2g}"), ("cpu_reload_map_rel", "{:.2g}"),
     ("safe_vs_joblib", "{:.2g}"), ("paper_size", "{}"), ("fp32_img_s", "{:.1f}"),
+    ("tf32_img_s", "{:.1f}"), ("tf32_map_rel", "{:.2g}"),
     ("bf16_img_s", "{:.1f}"), ("bf16_map_corr", "{:.4f}"), ("bf16_rank_corr", "{:.4f}"),
 ]
 

@@ -6,16 +6,50 @@ the nine other classes are anomalies; the image AUROC is reported (pixel
 measures do not apply). The papers' protocol uses all 6,000 training images
 of the class and the whole test split: pass ``--n-train 6000 --n-test 10000``.
 
+Each detector runs at each CPU budget (``--budget``, presets in
+``_common.BUDGETS``), next to the trivial baseline |x - mean training image|
+(``tests/baseline.py``, image score = max of the smoothed map).  Runs can be
+split over processes (``--json``) and joined (``--combine``), where every
+combination that did not run reads "not run".
+
 Example::
 
-    python benchmarks/run_fashion_mnist.py --detectors igd --classes 0 1 \\
-        --out benchmarks/results_fashion_mnist.md
+    OMP_NUM_THREADS=1 python benchmarks/run_fashion_mnist.py --detectors igd \
+        --classes 0 1 --threads 1 --out benchmarks/results_fashion_mnist.md
 """
+
+import shlex
+import sys
 
 import numpy as np
 
 import _common
 from skanomaly.datasets import FASHION_MNIST_CLASSES
+
+BASELINE = "baseline (mean image)"
+KEYS = ["class", "detector", "budget"]
+MEASURES = ("image AUROC", "fit s", "score s")
+
+
+def _tables(rows, classes, detectors, budgets):
+    grid = []
+    for c in classes:
+        label = f"{c} {FASHION_MNIST_CLASSES[c]}"
+        grid.append((label, BASELINE, "-"))
+        grid += [(label, d, b) for d in detectors for b in budgets]
+    table = _common.complete_rows(rows, KEYS, grid, MEASURES)
+    means = []
+    for combo in dict.fromkeys(g[1:] for g in grid):
+        members = [r for r in table if (r["detector"], r["budget"]) == combo]
+        ran = [r for r in members if isinstance(r.get("image AUROC"), float)]
+        mean = {"detector": combo[0], "budget": combo[1], "classes": f"{len(ran)}/{len(members)}"}
+        for m in MEASURES:
+            vals = np.array([r[m] for r in ran], dtype=float)
+            mean[m] = (float(np.nanmean(vals)) if len(ran) and np.isfinite(vals).any()
+                       else _common.NOT_RUN)
+        means.append(mean)
+    return (_common.markdown_table(table, KEYS, MEASURES),
+            _common.markdown_table(means, ["detector", "budget", "classes"], MEASURES))
 
 
 def main(argv=None):
@@ -28,35 +62,66 @@ def main(argv=None):
                         help="test images sampled from the test split (default: 500)")
     parser.add_argument("--image-size", type=int, default=32,
                         help="detectors' working size (images are 28x28)")
+    parser.add_argument("--budget", nargs="+", default=list(_common.BUDGETS),
+                        choices=list(_common.BUDGETS),
+                        help="CPU budgets to run (default: all; see _common.BUDGETS)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the baseline rows (when another process has them)")
+    parser.add_argument("--json", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                        help="join the rows of earlier --json runs instead of running")
     args = parser.parse_args(argv)
+    command = shlex.join(["python", "benchmarks/run_fashion_mnist.py"] + sys.argv[1:])
+    settings = {
+        "classes": ", ".join(str(c) for c in args.classes),
+        "images": f"{args.n_train} training images of the normal class; {args.n_test} test "
+                  f"images sampled from the test split; image_size={args.image_size}",
+        "budgets": " | ".join(_common.budget_text(args.detectors, "one-class")),
+        "preset": args.preset, "seed": args.seed,
+        "metric": "image AUROC from -score_samples (anomaly = any other class); mean "
+                  "over the classes that ran",
+    }
+    if args.combine:
+        rows, sources = _common.load_rows(args.combine)
+        main_table, mean_table = _tables(rows, args.classes, args.detectors, args.budget)
+        _common.write_report(args.out, "Fashion-MNIST one-class", {
+            "combined": command, **{f"run {i + 1}": s for i, s in enumerate(sources)}},
+            [("Mean over classes", mean_table), ("Results", main_table)])
+        return rows
     _common.setup(args)
     X_train_all, y_train_all, X_test, labels_test, rng = _common.fashion_mnist_protocol(
         args.root, args.n_test, args.seed
     )
-    cfgs = _common.configs(args, args.image_size, task="one-class")
-    rows = []
+    rows, cfgs = [], []
+
+    def report():
+        if args.json:
+            _common.save_rows(args.json, rows, {"command": command, **settings})
+        main_table, mean_table = _tables(rows, args.classes, args.detectors, args.budget)
+        _common.write_report(args.out, "Fashion-MNIST one-class",
+                             {"command": command, **settings},
+                             [("Mean over classes", mean_table), ("Results", main_table),
+                              ("Parameters", _common.params_text(cfgs))])
+
     for c in args.classes:
         normal = np.flatnonzero(y_train_all == c)
         train_idx = np.sort(rng.choice(normal, min(args.n_train, normal.size), replace=False))
         X_train = X_train_all[train_idx]
         y_test = (labels_test != c).astype(int)
-        for name, cls, params in cfgs:
-            print(f"[class {c}] {name} ...", flush=True)
-            row = _common.evaluate(cls, params, X_train, X_test, y_test)
-            rows.append({"class": f"{c} {FASHION_MNIST_CLASSES[c]}", "detector": name, **row})
-    measures = ("image AUROC", "fit s", "score s")
-    sections = [("Results", _common.markdown_table(rows, ["class", "detector"], measures))]
-    if len(args.classes) > 1:
-        sections.append(("Mean over classes", _common.markdown_table(
-            _common.mean_rows(rows, "detector", measures), ["detector"], measures)))
-    sections.append(("Parameters", _common.params_text(cfgs)))
-    _common.write_report(args.out, "Fashion-MNIST one-class", {
-        "classes": ", ".join(str(c) for c in args.classes),
-        "images": f"{args.n_train} training images of the normal class; {len(X_test)} test "
-                  f"images sampled from the test split",
-        "preset": args.preset, "seed": args.seed,
-        "metric": "image AUROC from -score_samples (anomaly = any other class)",
-    }, sections)
+        label = f"{c} {FASHION_MNIST_CLASSES[c]}"
+        if not args.no_baseline:
+            rows.append({"class": label, "detector": BASELINE, "budget": "-",
+                         **_common.baseline_row(X_train, X_test, y_test)})
+        for budget in args.budget:
+            for name, cls, params in _common.configs(args, args.image_size, task="one-class",
+                                                     budget=budget):
+                if (name, params) not in [(n, p) for n, _, p in cfgs]:
+                    cfgs.append((name, cls, params))
+                print(f"[class {c}] {name} {budget} ...", flush=True)
+                row = _common.evaluate(cls, params, X_train, X_test, y_test)
+                rows.append({"class": label, "detector": name, "budget": budget, **row})
+                report()  # partial results survive an interruption
+    report()
     return rows
 
 

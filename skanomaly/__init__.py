@@ -16,6 +16,7 @@ _LAZY = {cls_name: module for module, cls_name in REGISTRY.values()}
 _LAZY["TrainingDivergedError"] = "skanomaly._training"
 _LAZY["LongFitWarning"] = "skanomaly._training"
 _LAZY["load"] = "skanomaly.persistence"
+_LAZY["TiledDetector"] = "skanomaly.tiling"
 
 __all__ = [*_LAZY, "__version__"]
 

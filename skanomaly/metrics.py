@@ -29,6 +29,8 @@ from scipy import ndimage
 from scipy.integrate import trapezoid
 from sklearn.metrics import f1_score, roc_auc_score
 
+from ._docstrings import fill_doc
+
 __all__ = [
     "anomaly_labels",
     "image_auroc",
@@ -116,6 +118,22 @@ def _check_both_classes(labels, what):
         )
 
 
+#: The result and errors of :func:`image_auroc` and :func:`pixel_auroc`, documented once.
+_AUROC_RESULT_DOC = """\
+Returns
+-------
+auroc : float
+    In [0, 1]; 0.5 is chance, 1 ranks every anomalous sample above every
+    normal one.
+
+Raises
+------
+ValueError
+    The ground truth holds one class only, its shape differs from the
+    scores', or the scores hold NaN or infinity."""
+
+
+@fill_doc(auroc_result=_AUROC_RESULT_DOC)
 def image_auroc(y_true, anomaly_scores):
     """Image-level AUROC.
 
@@ -126,14 +144,7 @@ def image_auroc(y_true, anomaly_scores):
     anomaly_scores : array-like of shape (n,)
         Higher = more anomalous, e.g. ``-detector.score_samples(X)``.
 
-    Returns
-    -------
-    auroc : float
-
-    Raises
-    ------
-    ValueError
-        ``y_true`` holds one class only, or sizes differ.
+    [auroc_result]
     """
     labels = anomaly_labels(y_true).ravel()
     scores = np.asarray(anomaly_scores, dtype=np.float64).ravel()
@@ -147,6 +158,7 @@ def image_auroc(y_true, anomaly_scores):
     return float(roc_auc_score(labels, scores))
 
 
+@fill_doc(auroc_result=_AUROC_RESULT_DOC)
 def pixel_auroc(masks, maps):
     """Pixel-level AUROC pooled over all pixels of all images.
 
@@ -157,14 +169,7 @@ def pixel_auroc(masks, maps):
     maps : array-like of shape (n, H, W)
         Anomaly maps, e.g. ``detector.transform(X)``.
 
-    Returns
-    -------
-    auroc : float
-
-    Raises
-    ------
-    ValueError
-        The masks hold one class only, or shapes differ.
+    [auroc_result]
     """
     masks, maps = _check_pair(masks, maps)
     _check_both_classes(masks.ravel(), "Pixel")

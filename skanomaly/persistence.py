@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 
+from ._docstrings import fill_doc
 from ._files import atomic_path
 from .registry import get_detector, registry_name
 
@@ -304,41 +305,45 @@ def _pickle_prefix(head):
     return any(head.startswith(p) for p in _PICKLE_PREFIXES)
 
 
+def _file_start(path, size):
+    """The first ``size`` bytes of the file ``path`` (fewer if shorter); None if unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return None
+
+
+#: The parameters and result of the tests of a file's kind, documented once.
+_FILE_TEST_DOC = """\
+Parameters
+----------
+path : str or path-like
+    The file to test; a missing or unreadable one gives ``False``.
+
+Returns
+-------
+bool"""
+
+
+@fill_doc(file_test=_FILE_TEST_DOC)
 def looks_like_pickle(path):
     """Whether ``path`` starts like a pickle or joblib file (only its first bytes are read).
 
-    Parameters
-    ----------
-    path : str or path-like
-
-    Returns
-    -------
-    bool
+    [file_test]
     """
-    try:
-        with open(path, "rb") as fh:
-            return _pickle_prefix(fh.read(8))
-    except OSError:
-        return False
+    head = _file_start(path, 8)
+    return head is not None and _pickle_prefix(head)
 
 
+@fill_doc(file_test=_FILE_TEST_DOC)
 def is_safe_model_file(path):
     """Whether ``path`` starts like a safe model file (its header is read, nothing else).
 
-    Parameters
-    ----------
-    path : str or path-like
-
-    Returns
-    -------
-    bool
+    [file_test]
     """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-    except OSError:
-        return False
-    if len(head) < 9 or head[8:9] != b"{":
+    head = _file_start(path, 9)
+    if head is None or len(head) < 9 or head[8:9] != b"{":
         return False
     return struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER
 

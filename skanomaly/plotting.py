@@ -18,6 +18,9 @@ from numbers import Real
 
 import numpy as np
 
+from ._docstrings import fill_doc
+from ._optional import import_optional
+
 __all__ = [
     "plot_anomaly_map",
     "plot_anomaly_maps",
@@ -29,15 +32,12 @@ __all__ = [
 
 def _mpl():
     """Import matplotlib lazily, with an actionable error when it is absent."""
-    try:
-        import matplotlib
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on environment
-        raise ImportError(
-            "skanomaly.plotting needs matplotlib: pip install skanomaly[plot] "
-            "(or pip install matplotlib)."
-        ) from exc
-    return matplotlib, Figure
+    missing = (
+        "skanomaly.plotting needs matplotlib: pip install skanomaly[plot] "
+        "(or pip install matplotlib)."
+    )
+    matplotlib = import_optional("matplotlib", missing)
+    return matplotlib, import_optional("matplotlib.figure", missing).Figure
 
 
 def _new_axes(ax, figsize, dpi):
@@ -327,6 +327,23 @@ def _finish_curve(fig, ax, path, xlabel, ylabel, xlim, legend):
     return ax
 
 
+#: The figure parameters and the result of the curve plots, documented once.
+_CURVE_FIGURE_DOC = """\
+ax : matplotlib.axes.Axes, default=None
+    Axes to draw on; ``None`` makes a new figure.
+figsize : tuple of float, default=(4.0, 4.0)
+    Size of a new figure in inches.
+dpi : float, default=100
+    Resolution of a new figure.
+path : str or path-like, default=None
+    If given, save the figure there.
+
+Returns
+-------
+ax : matplotlib.axes.Axes"""
+
+
+@fill_doc(curve_figure=_CURVE_FIGURE_DOC)
 def plot_roc_curve(
     y_true,
     scores,
@@ -349,18 +366,7 @@ def plot_roc_curve(
         for images, ``detector.transform(X).ravel()`` for pixels.
     label : str, default=None
         Legend label (the AUROC is appended).
-    ax : matplotlib.axes.Axes, default=None
-        Axes to draw on; ``None`` makes a new figure.
-    figsize : tuple of float, default=(4.0, 4.0)
-        Size of a new figure in inches.
-    dpi : float, default=100
-        Resolution of a new figure.
-    path : str or path-like, default=None
-        If given, save the figure there.
-
-    Returns
-    -------
-    ax : matplotlib.axes.Axes
+    [curve_figure]
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -380,6 +386,7 @@ def plot_roc_curve(
                          (0.0, 1.0), True)
 
 
+@fill_doc(curve_figure=_CURVE_FIGURE_DOC)
 def plot_pro_curve(
     masks,
     heatmaps,
@@ -409,18 +416,7 @@ def plot_pro_curve(
         Right end of the plotted range and of the integration.
     label : str, default=None
         Legend label (the area is appended).
-    ax : matplotlib.axes.Axes, default=None
-        Axes to draw on; ``None`` makes a new figure.
-    figsize : tuple of float, default=(4.0, 4.0)
-        Size of a new figure in inches.
-    dpi : float, default=100
-        Resolution of a new figure.
-    path : str or path-like, default=None
-        If given, save the figure there.
-
-    Returns
-    -------
-    ax : matplotlib.axes.Axes
+    [curve_figure]
     """
     from skanomaly import metrics
 

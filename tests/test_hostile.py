@@ -232,6 +232,38 @@ def test_seeded_makes_cudnn_deterministic_and_restores_it():
         cudnn.deterministic, cudnn.benchmark = saved
 
 
+def test_float32_inference_turns_tf32_off_and_restores_it():
+    # TF32 convolutions made a GPU-fitted IGD's maps differ from its CPU
+    # maps by 24 % of their range on an H100; precision="float32" must mean
+    # IEEE float32.  The flags are plain globals, so this runs on the CPU.
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        det = make_detector("dfr")
+        with det._autocast("cpu"):
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+        cudnn.allow_tf32 = matmul.allow_tf32 = False
+        with det.set_params(precision="tf32")._autocast("cpu"):
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        with pytest.raises(RuntimeError, match="boom"):
+            with training.exact_float32():
+                raise RuntimeError("boom")
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def test_seeded_on_the_cpu_leaves_deterministic_algorithms_alone():
+    before = torch.are_deterministic_algorithms_enabled()
+    with training.seeded(0):
+        assert torch.are_deterministic_algorithms_enabled() == before
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
 def test_seeded_restores_the_global_rng():
     torch.manual_seed(123)
     expected = torch.rand(3)

@@ -5,11 +5,13 @@ the same images in memory; validation never loads the whole collection.
 """
 
 import os
+import pickle
 import tracemalloc
 
 import numpy as np
 import pytest
 from PIL import Image
+from skorch.callbacks import Callback
 
 from skanomaly.datasets import ImageFolderSequence, read_images
 from skanomaly.validation import check_images
@@ -164,3 +166,114 @@ def test_check_images_does_not_load_a_large_memmap(tmp_path, dtype):
     assert peak < X.nbytes / 8, (peak, X.nbytes)
     if linux:  # its pages were read, then released
         assert resident() - before < X.nbytes / 4, (resident() - before, X.nbytes)
+
+
+class _RecordingImages:
+    """A lazy collection that records how many images each read returns.
+
+    Converting it whole (``np.asarray``) or pickling it fails the test: a
+    ``fit`` must stream it, and a fitted detector must not refer to it.
+    """
+
+    def __init__(self, X):
+        self._X = X
+        self.shape = X.shape
+        self.dtype = X.dtype
+        self.reads = []  # images returned by each __getitem__
+
+    def __len__(self):
+        return len(self._X)
+
+    def __getitem__(self, key):
+        batch = self._X[key]
+        self.reads.append(1 if batch.ndim == len(self.shape) - 1 else len(batch))
+        return batch
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole collection was converted to one array")
+
+    def __reduce__(self):
+        raise AssertionError("the fitted detector refers to its training collection")
+
+
+class _EpochReads(Callback):
+    """Record, as each training epoch begins and as training ends, the images read so far."""
+
+    def __init__(self, reads, marks):
+        self.reads = reads  # the collection's list (not the collection: pickled)
+        self.marks = marks
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.marks.append(sum(self.reads))
+
+    def on_train_end(self, net, **kwargs):
+        self.marks.append(sum(self.reads))
+
+
+def _streamed_fit(name, n=24, **params):
+    X = _images(n=n)
+    source = _RecordingImages(X)
+    marks = []
+    det = make_detector(name, **params)
+    det.set_params(callbacks=[_EpochReads(source.reads, marks)])
+    det.fit(source)
+    return det, source, marks
+
+
+@pytest.mark.parametrize("name", registered())
+def test_fit_reads_a_lazy_collection_batch_by_batch(name):
+    # Never more than a batch at once, never the whole collection as one
+    # array, and the fitted (pickled) detector keeps no reference to it.
+    params = {"feature_cache": "disk"} if name == "dfr" else {}
+    det, source, _ = _streamed_fit(name, max_epochs=2, **params)
+    batch = max(det.batch_size, det._inference_batch_size())
+    assert source.reads and max(source.reads) <= batch, (max(source.reads), batch)
+    pickle.dumps(det)
+    det.score_samples(source)
+    assert max(source.reads) <= batch
+
+
+@pytest.mark.parametrize("name", ["inpainting", "scadn", "igd"])
+@pytest.mark.parametrize("validation_fraction", [None, 0.25])
+def test_training_streams_the_images_every_epoch(name, validation_fraction):
+    # Training keeps no working-size copy of the images: each epoch reads its
+    # training images from the collection again (DFR trains on its feature
+    # cache, by design).
+    n = 24
+    _, _, marks = _streamed_fit(
+        name, n=n, max_epochs=3, validation_fraction=validation_fraction
+    )
+    n_train = n - int(np.ceil((validation_fraction or 0) * n))
+    per_epoch = np.diff(marks)
+    assert len(per_epoch) == 3
+    assert all(reads >= n_train for reads in per_epoch), per_epoch
+
+
+def test_streamed_training_images_equal_the_batch_resized_ones():
+    # Training reads each image alone; it must get exactly the values of
+    # resizing the images as one batch (what fit did before streaming).
+    import torch
+    import torch.nn.functional as F
+
+    from skanomaly.inpainting.distortions import DistortionDataset
+
+    X = _images(n=6, size=40)  # resized to the working size 32
+    det = make_detector("inpainting")
+    images = check_images(X)
+    eager = det._working_images(images)
+    order = [4, 1, 2]
+    lazy = det._working_images(images, lazy=True, indices=order)
+    assert len(lazy) == 3 and lazy.shape == (3, *eager.shape[1:])
+    for j, i in enumerate(order):
+        assert torch.equal(lazy[j][0], eager[i])
+    dataset = DistortionDataset(lazy, max_epochs=4, rotate90=False, flip=False)
+    for epoch in (0, 3):  # progressive resizing: 16 px, then the full 32 px
+        dataset.set_epoch(epoch)
+        expected = F.interpolate(
+            eager[order], size=dataset.size, mode="bilinear", align_corners=False,
+            antialias=True,
+        ).clamp_(0.0, 1.0) if dataset.size != dataset.full_size else eager[order]
+        for j in range(3):
+            assert torch.equal(dataset.sample(j)[1], expected[j])
+    dataset.release()
+    assert len(dataset) == 0 and not isinstance(dataset.images, type(lazy))

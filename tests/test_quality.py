@@ -206,11 +206,15 @@ def inpainting_fitted():
     det, data = inpainting_case(2)
     scores, maps = det.score_and_transform(data.X_test)
     b_scores, b_maps = mean_image_baseline(data.X_train, data.X_test)
-    return data, -scores, maps, b_scores, b_maps
+    # The same fitted model with an area-pooling image score (issue 14's
+    # ``image_score``); a scoring parameter, so the networks are reused.
+    top_k = -det.set_params(image_score="top_k_mean", image_score_k=0.02).score_samples(
+        data.X_test)
+    return data, -scores, maps, b_scores, b_maps, top_k
 
 
 def test_inpainting_maps_beat_baseline_on_planted_defects_in_brick(inpainting_fitted):
-    data, _, maps, _, b_maps = inpainting_fitted
+    data, _, maps, _, b_maps, _ = inpainting_fitted
     # Seeds 0-2 (InpaintingAE / baseline): pixel AUROC 0.851-0.883 / 0.701-0.750,
     # PRO 0.618-0.699 / 0.301-0.357.
     assert_beats_baseline("InpaintingAE pixel AUROC", pixel_auroc(data.masks_test, maps),
@@ -228,6 +232,22 @@ def test_inpainting_maps_beat_baseline_on_planted_defects_in_brick(inpainting_fi
     "0.657, 0.662, 0.675).",
 )
 def test_inpainting_image_scores_beat_baseline_on_planted_defects_in_brick(inpainting_fitted):
-    data, scores, _, b_scores, _ = inpainting_fitted
+    data, scores, _, b_scores, _, _ = inpainting_fitted
     assert_beats_baseline("InpaintingAE image AUROC", image_auroc(data.y_test, scores),
                           image_auroc(data.y_test, b_scores), threshold=0.65)
+
+
+def test_inpainting_top_k_image_scores_beat_baseline_on_planted_defects_in_brick(
+    inpainting_fitted,
+):
+    # The maps beat the baseline by far (above); the mean of the top 2 % of
+    # each map turns that into an image score that beats it too, where the
+    # §4.2 level of one region does not (xfail above).  Seeds 0, 1, 2:
+    # 0.765, 0.690, 0.620 against the baseline's 0.633, 0.545, 0.550 (the
+    # map's max: 0.753, 0.625, 0.538); seed 2, the weakest, runs here, with
+    # the issue's 0.05 margin (its +0.07 is short of this file's 0.1, and the
+    # paper's rule, +0.007, and the max, -0.012, fail either margin).
+    data, _, _, b_scores, _, top_k = inpainting_fitted
+    assert_beats_baseline("InpaintingAE top-2% image AUROC", image_auroc(data.y_test, top_k),
+                          image_auroc(data.y_test, b_scores), threshold=0.6, margin=0.05)
+

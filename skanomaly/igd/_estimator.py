@@ -7,8 +7,8 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._training import ArrayDataset, make_net
-from ..base import BaseDetector, fill_shared_doc
+from .._training import make_net
+from ..base import BaseDetector, assign_parameters, fill_shared_doc
 from ._net import IGDNet, distill
 from .losses import LOCAL_WINDOW, IGDLoss, global_window_size
 from .torch_model import (
@@ -83,7 +83,12 @@ class IGDDetector(BaseDetector):
         Working side length; images are resized to it.  The paper's global
         branch works at 256; the local branch needs at least 32.  Below 32
         the networks drop their first down-sampling blocks (see
-        :mod:`skanomaly.igd.torch_model`).
+        :mod:`skanomaly.igd.torch_model`).  ``None`` (full resolution) is
+        refused: the global branch encodes the whole image into one latent
+        vector whose Gaussian descriptor (mean and variance) and decoder are
+        fitted for one working size, as is the MS-SSIM window.  For large
+        images, wrap the detector in :class:`skanomaly.TiledDetector`, which
+        trains and scores it on overlapping tiles and stitches their maps.
     max_epochs : int, default=256
         Training epochs (the paper: 256 on MVTec AD, 128 on the small data sets).
     batch_size : int, default=64
@@ -115,10 +120,11 @@ class IGDDetector(BaseDetector):
     distillation_loss_ : dict
         Per branch, the mean distillation loss of the first and last
         ``min(50, kd_iterations // 2)`` iterations (empty without a teacher).
-    offset_ : float
     threshold_ : float
-    n_features_in_ : int
-    input_shape_ : tuple
+        Pixel threshold of :meth:`segment`, set as DFR's (the share
+        ``segmentation_fpr`` of training pixels above it); the paper sets no
+        pixel threshold.
+    [shared attributes]
 
     Notes
     -----
@@ -212,8 +218,7 @@ class IGDDetector(BaseDetector):
     --------
     >>> import numpy as np
     >>> from skanomaly import IGDDetector
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.uniform(size=(8, 32, 32)).astype(np.float32)
+    >>> X = np.random.default_rng(0).uniform(size=(8, 32, 32)).astype(np.float32)
     >>> det = IGDDetector(teacher=None, image_size=32, beta=1.0, width=4,
     ...                   latent_dim=8, max_epochs=1, batch_size=4,
     ...                   random_state=0).fit(X)
@@ -254,53 +259,24 @@ class IGDDetector(BaseDetector):
         e_step_interval=10,
         segmentation_fpr=0.005,
         image_size=256,
-        max_epochs=256,
-        batch_size=64,
-        lr=1e-4,
-        device="auto",
-        random_state=None,
-        contamination="auto",
-        verbose=0,
-        image_shape=None,
-        value_range=None,
-        callbacks=None,
-        validation_fraction=None,
-        early_stopping=False,
-        n_iter_no_change=10,
-        tol=1e-4,
-        precision="float32",
-    ):
-        self.teacher = teacher
-        self.weights = weights
-        self.kd_iterations = kd_iterations
-        self.latent_dim = latent_dim
-        self.width = width
-        self.beta = beta
-        self.lam = lam
-        self.rho = rho
-        self.xi = xi
-        self.kappa = kappa
-        self.e_step_interval = e_step_interval
-        self.segmentation_fpr = segmentation_fpr
-        self.image_size = image_size
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.device = device
-        self.random_state = random_state
-        self.contamination = contamination
-        self.verbose = verbose
-        self.image_shape = image_shape
-        self.value_range = value_range
-        self.callbacks = callbacks
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.precision = precision
+        max_epochs=256, batch_size=64, lr=1e-4, lr_schedule="paper", device="auto",
+        random_state=None, contamination="auto", verbose=0, image_shape=None, value_range=None,
+        callbacks=None, validation_fraction=None, early_stopping=False, n_iter_no_change=10, tol=1e-4,
+        precision="float32", image_score="auto", image_score_k=0.01, image_score_sigma=4.0):
+        assign_parameters(self, locals())
+
+    _fitted_attributes = ("global_window_", "teacher_dim_", "distillation_loss_")
 
     # --------------------------------------------------------------- fit
     def _check_params(self):
+        if self.image_size is None:
+            raise ValueError(
+                "image_size=None (full resolution) is not supported by IGDDetector: its "
+                "global branch maps the whole image to one latent vector, whose fixed "
+                "Gaussian descriptor, decoder and MS-SSIM window are fitted for one "
+                "working size. Pass an int image_size, or tile large images with "
+                "skanomaly.TiledDetector."
+            )
         if self.beta < 1 and self.image_size < _PATCH:
             raise ValueError(
                 f"image_size={self.image_size} is smaller than the local branch's "
@@ -315,7 +291,6 @@ class IGDDetector(BaseDetector):
                 )
 
     #: Fitted values the safe model format stores (see ``BaseDetector.save``).
-    _fitted_attributes = ("global_window_", "teacher_dim_", "distillation_loss_")
 
     def _build_networks(self, pretrained=True):
         """Build the untrained, initialised skorch net (auto-encoders and critics).
@@ -362,7 +337,9 @@ class IGDDetector(BaseDetector):
 
     def _fit(self, images):
         self.global_window_ = global_window_size(self.image_size)
-        data = self._working_images(images)
+        # Read (and resized) image by image from the input, every epoch and
+        # E-step: training memory does not grow with the number of images.
+        data = self._working_images(images, lazy=True)
         teacher = None
         if self.teacher is not None:
             teacher = TeacherFeatures(self.teacher, self.weights).to(self.device_)
@@ -370,12 +347,15 @@ class IGDDetector(BaseDetector):
         self._build_networks()
         net = self.net_
         self.distillation_loss_ = {}
-        if teacher is not None and self.kd_iterations > 0:
-            self.distillation_loss_ = distill(
-                self, net.module_, teacher, data, iterations=self.kd_iterations
-            )
-        del teacher
-        net.partial_fit(ArrayDataset(data))
+        try:
+            if teacher is not None and self.kd_iterations > 0:
+                self.distillation_loss_ = distill(
+                    self, net.module_, teacher, data, iterations=self.kd_iterations
+                )
+            del teacher
+            net.partial_fit(data)
+        finally:
+            data.release()  # whatever still refers to it holds no training images
 
     # ----------------------------------------------------------- scoring
     # Scoring takes ``batch_size`` images at a time (the base's default): the

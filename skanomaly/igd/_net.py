@@ -12,14 +12,15 @@ like every other net of the library.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator, to_device
 
-from .._training import UnsupervisedNet, make_net
+from .._docstrings import fill_doc
+from .._schedules import BatchLRSchedule
+from .._training import SECOND_NETWORK_PARAMETERS_DOC, UnsupervisedNet, make_net
 from .losses import (
     DistillationLoss,
     autoencoder_loss,
@@ -127,15 +128,13 @@ class GaussianEStep(Callback):
         module.train(was_training)
 
 
-class PolynomialLRDecay(Callback):
+class PolynomialLRDecay(BatchLRSchedule):
     """Decay learning rates polynomially to 0 over the training batches.
 
     The ``t``-th training batch (from 0) of a fit with ``T`` batches in all
     (``ceil(n_train / batch_size) * max_epochs``) runs with its learning
-    rate scaled by ``(1 - t / T) ** power``.  The callback multiplies each
-    parameter group's current rate by ``((1 - t/T) / (1 - (t-1)/T)) **
-    power`` before batch ``t``, so changes made by other schedulers compose
-    with it instead of being overwritten.
+    rate scaled by ``(1 - t / T) ** power`` (composing with other
+    schedulers, see :class:`~skanomaly._schedules.BatchLRSchedule`).
 
     Parameters
     ----------
@@ -146,41 +145,16 @@ class PolynomialLRDecay(Callback):
     """
 
     def __init__(self, power=POLY_POWER, optimizers=("optimizer", "optimizer_critic")):
+        super().__init__(optimizers=optimizers)
         self.power = power
-        self.optimizers = optimizers
-
-    def initialize(self):
-        self.step_ = 0
-        self.total_steps_ = None
-        return self
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.initialize()
-
-    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        if self.total_steps_ is None:
-            per_epoch = math.ceil(len(dataset_train) / net.batch_size)
-            self.total_steps_ = max(1, per_epoch * net.max_epochs)
 
     def factor(self, t):
         """The scale ``(1 - t / T) ** power`` of batch ``t``."""
         return max(0.0, 1.0 - t / self.total_steps_) ** self.power
 
-    def on_batch_begin(self, net, batch=None, training=None, **kwargs):
-        if not training:
-            return
-        t = self.step_
-        self.step_ += 1
-        if t == 0:
-            return
-        previous = self.factor(t - 1)
-        ratio = self.factor(t) / previous if previous > 0 else 0.0
-        for name in self.optimizers:
-            for group in getattr(net, name + "_").param_groups:
-                group["lr"] = group["lr"] * ratio
-
 
 # --------------------------------------------------------------------------- the net
+@fill_doc(parameters=SECOND_NETWORK_PARAMETERS_DOC.format(name="critic", default="IGDCritics"))
 class IGDNet(UnsupervisedNet):
     """skorch net for IGD: EM over the Gaussian SVDD, critic/auto-encoder alternation.
 
@@ -213,12 +187,7 @@ class IGDNet(UnsupervisedNet):
         ``callbacks`` named ``"lr_schedule"`` replaces it (``None`` keeps the
         learning rates constant).
 
-    Parameters
-    ----------
-    module, criterion
-        As in :class:`skorch.NeuralNet`.
-    critic : nn.Module class or instance, default=IGDCritics
-    optimizer_critic : optimizer class, default=torch.optim.Adam
+    [parameters]
     **kwargs
         Further :class:`skorch.NeuralNet` parameters.
     """
@@ -362,8 +331,9 @@ class DistillationSamples(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    images : Tensor of shape (n, C, S, S)
-        Training images in [0, 1].
+    images : Tensor of shape (n, C, S, S) or WorkingSizeImages
+        Training images in [0, 1]: a tensor, or a dataset whose ``image(i)``
+        reads image ``i`` (a ``(C, S, S)`` tensor) when an input needs it.
     index : Tensor of int
         ``(m,)`` image indices (whole images), or ``(m, 3)`` rows of (image,
         top, left) pixel offsets of ``patch_size`` patches.
@@ -384,13 +354,18 @@ class DistillationSamples(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.index)
 
+    def _image(self, i):
+        if isinstance(self.images, torch.Tensor):
+            return self.images[i]
+        return self.images.image(i)
+
     def __getitem__(self, k):
         if self.patch_size is None:
-            x = self.images[int(self.index[k])]
+            x = self._image(int(self.index[k]))
         else:
             i, r, c = (int(v) for v in self.index[k])
             p = self.patch_size
-            x = self.images[i, :, r : r + p, c : c + p]
+            x = self._image(i)[:, r : r + p, c : c + p]
         if x.shape[0] == 1:
             x = x.expand(3, -1, -1)
         return x, torch.zeros(())
@@ -455,8 +430,9 @@ def distill(estimator, model, teacher, images, *, iterations, lr=KD_LR, weight_d
         Its branches' encoders are trained in place.
     teacher : nn.Module
         :class:`~skanomaly.igd.torch_model.TeacherFeatures`, on ``device``.
-    images : Tensor of shape (n, C, S, S)
-        Training images at the working size, in [0, 1], on the CPU.
+    images : Tensor of shape (n, C, S, S) or WorkingSizeImages
+        Training images at the working size, in [0, 1], on the CPU (a
+        dataset reads each one when a step needs it).
     iterations : int
         Steps per branch.
     lr : float, default=KD_LR

@@ -26,6 +26,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .._docstrings import fill_doc
+
 __all__ = [
     "gaussian_window",
     "ssim_maps",
@@ -88,19 +90,27 @@ def _blur(x, win, padding):
     return x
 
 
+#: The parameters of every SSIM function here, documented once.
+_IMAGE_PAIR_DOC = """\
+x, y : Tensor of shape (b, C, H, W)
+    Images to compare.
+data_range : float
+    Dynamic range ``L`` of the pixel values."""
+_WINDOW_DOC = """\
+win_size : int, default=11
+    Odd length of the Gaussian window.
+win_sigma : float, default=1.5
+    Standard deviation of the window."""
+
+
+@fill_doc(image_pair=_IMAGE_PAIR_DOC, window=_WINDOW_DOC)
 def ssim_maps(x, y, *, data_range, win_size=11, win_sigma=1.5, K=(0.01, 0.03), padding="valid"):
     """Per-pixel SSIM and contrast-structure maps of two image batches.
 
     Parameters
     ----------
-    x, y : Tensor of shape (b, C, H, W)
-        Images to compare.
-    data_range : float
-        Dynamic range ``L`` of the pixel values.
-    win_size : int, default=11
-        Odd length of the Gaussian window.
-    win_sigma : float, default=1.5
-        Standard deviation of the window.
+    [image_pair]
+    [window]
     K : (float, float), default=(0.01, 0.03)
         ``(K1, K2)``; ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2``, ``C3 = C2 / 2``.
     padding : {"valid", "same"}, default="valid"
@@ -143,6 +153,35 @@ def _check_weights(weights):
     return weights
 
 
+#: The parameters of :func:`ms_ssim` and :func:`ms_ssim_map`, documented once.
+_MS_SSIM_PARAMETERS_DOC = f"""\
+Parameters
+----------
+{_IMAGE_PAIR_DOC}
+weights : sequence of float, default=GLOBAL_WEIGHTS
+    One exponent per scale, finest first; the last also weighs luminance.
+{_WINDOW_DOC}
+K : (float, float), default=(0.01, 0.03)
+    SSIM constants ``(K1, K2)``."""
+
+
+def _scale_maps(x, y, weights, **ssim_kwargs):
+    """Yield ``(weight, map)`` of each scale of MS-SSIM, finest first.
+
+    The map is :func:`ssim_maps`'s contrast-structure map (``ssim_kwargs``
+    passed on), except at the coarsest scale where it is the SSIM map; the
+    images are halved (:func:`_downsample`) between scales.
+    """
+    weights = _check_weights(weights)
+    for level, w in enumerate(weights):
+        ssim_map, cs_map = ssim_maps(x, y, **ssim_kwargs)
+        last = level == len(weights) - 1
+        yield w, (ssim_map if last else cs_map)
+        if not last:
+            x, y = _downsample(x), _downsample(y)
+
+
+@fill_doc(ms_ssim_parameters=_MS_SSIM_PARAMETERS_DOC)
 def ms_ssim(x, y, *, data_range, weights=GLOBAL_WEIGHTS, win_size=11, win_sigma=1.5, K=(0.01, 0.03)):
     """MS-SSIM of each image pair (channel mean), for any image size.
 
@@ -151,38 +190,19 @@ def ms_ssim(x, y, *, data_range, weights=GLOBAL_WEIGHTS, win_size=11, win_sigma=
     accepted (a scale smaller than the window is left unfiltered along the
     short dimension, as :mod:`pytorch_msssim` already does for coarse scales).
 
-    Parameters
-    ----------
-    x, y : Tensor of shape (b, C, H, W)
-        Images to compare.
-    data_range : float
-        Dynamic range ``L`` of the pixel values.
-    weights : sequence of float, default=GLOBAL_WEIGHTS
-        One exponent per scale, finest first; the last also weighs luminance.
-    win_size : int, default=11
-        Odd length of the Gaussian window.
-    win_sigma : float, default=1.5
-        Standard deviation of the window.
-    K : (float, float), default=(0.01, 0.03)
-        SSIM constants ``(K1, K2)``.
+    [ms_ssim_parameters]
 
     Returns
     -------
     values : Tensor of shape (b,)
         MS-SSIM of each pair, averaged over channels.
     """
-    weights = _check_weights(weights)
-    factors = []
-    for level, w in enumerate(weights):
-        ssim_map, cs_map = ssim_maps(x, y, data_range=data_range, win_size=win_size, win_sigma=win_sigma, K=K)
-        if level < len(weights) - 1:
-            factors.append(torch.relu(cs_map.flatten(2).mean(-1)) ** w)
-            x, y = _downsample(x), _downsample(y)
-        else:
-            factors.append(torch.relu(ssim_map.flatten(2).mean(-1)) ** w)
+    scales = _scale_maps(x, y, weights, data_range=data_range, win_size=win_size, win_sigma=win_sigma, K=K)
+    factors = [torch.relu(m.flatten(2).mean(-1)) ** w for w, m in scales]
     return torch.stack(factors).prod(0).mean(1)
 
 
+@fill_doc(ms_ssim_parameters=_MS_SSIM_PARAMETERS_DOC)
 def ms_ssim_map(x, y, *, data_range, weights=GLOBAL_WEIGHTS, win_size=11, win_sigma=1.5, K=(0.01, 0.03)):
     """Per-pixel MS-SSIM map at the input resolution.
 
@@ -192,41 +212,23 @@ def ms_ssim_map(x, y, *, data_range, weights=GLOBAL_WEIGHTS, win_size=11, win_si
     raised to its scale weight; the map is the product of these factors,
     averaged over channels.  Identical images give a map of ones.
 
-    Parameters
-    ----------
-    x, y : Tensor of shape (b, C, H, W)
-        Images to compare.
-    data_range : float
-        Dynamic range ``L`` of the pixel values.
-    weights : sequence of float, default=GLOBAL_WEIGHTS
-        One exponent per scale, finest first.
-    win_size : int, default=11
-        Odd length of the Gaussian window.
-    win_sigma : float, default=1.5
-        Standard deviation of the window.
-    K : (float, float), default=(0.01, 0.03)
-        SSIM constants ``(K1, K2)``.
+    [ms_ssim_parameters]
 
     Returns
     -------
     map : Tensor of shape (b, H, W)
         Local MS-SSIM, in [0, 1]; low where the images differ.
     """
-    weights = _check_weights(weights)
     size = x.shape[-2:]
     out = None
-    for level, w in enumerate(weights):
-        ssim_map, cs_map = ssim_maps(
-            x, y, data_range=data_range, win_size=win_size, win_sigma=win_sigma, K=K, padding="same"
-        )
-        last = level == len(weights) - 1
-        factor = ssim_map if last else cs_map
+    scales = _scale_maps(
+        x, y, weights, data_range=data_range, win_size=win_size, win_sigma=win_sigma, K=K, padding="same"
+    )
+    for w, factor in scales:
         if factor.shape[-2:] != size:
             factor = F.interpolate(factor, size=size, mode="bilinear", align_corners=False)
         factor = torch.relu(factor) ** w
         out = factor if out is None else out * factor
-        if not last:
-            x, y = _downsample(x), _downsample(y)
     return out.mean(1)
 
 

@@ -10,8 +10,10 @@ import torch
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from skorch.helper import predefined_split
 
+from .._docstrings import fill_doc
+from .._shared_params import SEGMENT_DOC
 from .._training import make_net
-from ..base import BaseDetector, fill_shared_doc
+from ..base import BaseDetector, assign_parameters, fill_shared_doc
 from ._net import DistortionSchedule, FullSizeEarlyStopping, InpaintingAENet
 from .distortions import DistortionDataset
 from .losses import OBJECTIVES, InpaintingLoss
@@ -58,10 +60,20 @@ class InpaintingAE(BaseDetector):
     width : int, default=32
         Filters of the first convolution; every layer's width scales with
         it.  32 gives Table 1 exactly; small values make tiny test networks.
-    image_size : int, default=512
+    image_size : int or None, default=512
         Working side length (a multiple of 8, at least 16); images are
         resized to it for the network, maps are resized back to the input
-        resolution.  Table 1 is drawn for 512.
+        resolution.  Table 1 is drawn for 512.  ``None`` keeps each image's
+        own size (full resolution, no resize; training images at least
+        16 px per side): the image is padded at the bottom and right by
+        reflection to a multiple of 8 (the network's three 2x poolings) and
+        the map is cropped back; distorted patches, progressive resizing and
+        ``smoothing_sigma`` then count in input pixels.  The network is
+        fully convolutional, so a detector fitted at full resolution also
+        scores images of another size than the training images (one size
+        per call); ``threshold_``, ``offset_`` and ``min_defect_area_`` come
+        from the training images.  Memory grows with the image area: tile
+        large images with :class:`skanomaly.TiledDetector`.
     smoothing_sigma : float, default=4.0
         Standard deviation, in pixels of the working size, of the Gaussian
         filter applied to the error map (reflected borders, as
@@ -107,15 +119,10 @@ class InpaintingAE(BaseDetector):
     threshold_ : float
         Heatmap threshold: on every reference normal image, no connected
         region of ``min_defect_area_`` pixels exceeds it.
-    offset_ : float
-        Decision threshold on ``score_samples``.
     reference_scores_ : ndarray of shape (n_reference,)
         Anomaly scores of the normal images that set ``threshold_`` (the
         held-out ones when ``validation_fraction`` is set).
-    n_features_in_ : int
-        ``H * W * C`` of the training images.
-    input_shape_ : tuple
-        ``(H, W, C)`` of the training images.
+    [shared attributes]
 
     Notes
     -----
@@ -197,8 +204,7 @@ class InpaintingAE(BaseDetector):
     --------
     >>> import numpy as np
     >>> from skanomaly import InpaintingAE
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.uniform(size=(8, 32, 32)).astype(np.float32)
+    >>> X = np.random.default_rng(0).uniform(size=(8, 32, 32)).astype(np.float32)
     >>> det = InpaintingAE(width=4, image_size=32, max_epochs=2, smoothing_sigma=1,
     ...                    random_state=0).fit(X)
     >>> det.transform(X).shape
@@ -237,54 +243,18 @@ class InpaintingAE(BaseDetector):
         rotate90=True,
         flip=True,
         progressive_resizing=True,
-        max_epochs=100,
-        batch_size=8,
-        lr=1e-3,
-        device="auto",
-        random_state=None,
-        contamination="auto",
-        verbose=0,
-        image_shape=None,
-        value_range=None,
-        callbacks=None,
-        validation_fraction=None,
-        early_stopping=False,
-        n_iter_no_change=10,
-        tol=1e-4,
-        precision="float32",
-    ):
-        self.objective = objective
-        self.lam = lam
-        self.squared_norm = squared_norm
-        self.width = width
-        self.image_size = image_size
-        self.smoothing_sigma = smoothing_sigma
-        self.min_defect_area = min_defect_area
-        self.patch_size = patch_size
-        self.brightness = brightness
-        self.rotate90 = rotate90
-        self.flip = flip
-        self.progressive_resizing = progressive_resizing
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.device = device
-        self.random_state = random_state
-        self.contamination = contamination
-        self.verbose = verbose
-        self.image_shape = image_shape
-        self.value_range = value_range
-        self.callbacks = callbacks
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.precision = precision
+        max_epochs=100, batch_size=8, lr=1e-3, lr_schedule="paper", device="auto",
+        random_state=None, contamination="auto", verbose=0, image_shape=None, value_range=None,
+        callbacks=None, validation_fraction=None, early_stopping=False, n_iter_no_change=10, tol=1e-4,
+        precision="float32", image_score="auto", image_score_k=0.01, image_score_sigma=4.0):
+        assign_parameters(self, locals())
+
+    _fitted_attributes = ("min_defect_area_", "reference_scores_")
 
     # ----------------------------------------------------------- helpers
     def _check_params(self):
-        """Check the image size and ``patch_size``; return the patch range."""
-        if self.image_size % 8 or self.image_size < 16:
+        """Check the image size and ``patch_size``; the patch range for ``_fit``."""
+        if self.image_size is not None and (self.image_size % 8 or self.image_size < 16):
             raise ValueError(
                 f"image_size={self.image_size} must be a multiple of 8 (three 2x "
                 f"poolings in the network) and at least 16."
@@ -298,7 +268,12 @@ class InpaintingAE(BaseDetector):
                 f"patch_size={self.patch_size!r} must be a pair (low, high) with "
                 f"0 < low <= high < 1 (fractions of the image side)."
             )
-        return low, high
+        return {"patch_size": (low, high)}
+
+    @property
+    def _resizes_freely(self):
+        # Fully convolutional at full resolution: any input size (see image_size).
+        return self.image_size is None
 
     def _split(self, n_images):
         """Indices of training and held-out images."""
@@ -314,8 +289,14 @@ class InpaintingAE(BaseDetector):
         return max(1, int(math.ceil(self.min_defect_area * height * width)))
 
     # --------------------------------------------------------------- fit
-    def _fit(self, images):
-        patch_size = self._check_params()
+    def _fit(self, images, patch_size):
+        if self.image_size is None and min(images.height, images.width) < 16:
+            raise ValueError(
+                f"image_size=None keeps the training images' own size, "
+                f"{images.height}x{images.width}, but InpaintingAE trains on images of "
+                f"at least 16 px per side (batch norm at its 1/8 bottleneck); pass "
+                f"image_size=16 or more to resize them."
+            )
         self.min_defect_area_ = self._resolved_min_area(images.height, images.width)
         if self.min_defect_area_ > images.height * images.width:
             raise ValueError(
@@ -330,8 +311,10 @@ class InpaintingAE(BaseDetector):
             rotate90=bool(self.rotate90),
             flip=bool(self.flip),
         )
+        # The images are read (and resized) item by item from the input, every
+        # epoch: training memory does not grow with the number of images.
         train_set = DistortionDataset(
-            self._working_images(images.subset(train_idx)),
+            self._working_images(images, lazy=True, indices=train_idx),
             random_state=self._seed_,
             max_epochs=self.max_epochs,
             progressive=bool(self.progressive_resizing),
@@ -344,7 +327,7 @@ class InpaintingAE(BaseDetector):
             # comparable valid_loss from epoch to epoch.
             distortion.update(rotate90=False, flip=False)
             valid_set = DistortionDataset(
-                self._working_images(images.subset(valid_idx)),
+                self._working_images(images, lazy=True, indices=valid_idx),
                 random_state=self._seed_ + 1,
                 progressive=False,
                 **distortion,
@@ -362,8 +345,6 @@ class InpaintingAE(BaseDetector):
             train_set.release()
             if valid_set is not None:
                 valid_set.release()
-
-    _fitted_attributes = ("min_defect_area_", "reference_scores_")
 
     def _build_networks(self, pretrained=True, train_split=None, schedule=None):
         """The initialised, untrained skorch net (``fit`` and ``skanomaly.load``).
@@ -416,23 +397,18 @@ class InpaintingAE(BaseDetector):
         self.reference_scores_ = np.asarray(scores, dtype=np.float64)
         self.threshold_ = float(self.reference_scores_.max())
 
+    @fill_doc(segment=SEGMENT_DOC)
     def segment(self, X, threshold=None):
         """Binary anomaly masks: regions of at least ``min_defect_area_`` above a threshold.
 
-        Parameters
-        ----------
-        X : array-like or torch.Tensor
-            Images to segment.
-        threshold : float, default=None
-            Heatmap threshold; defaults to the fitted ``threshold_``.
+        The heatmap pixels above the threshold, less the connected regions
+        smaller than ``min_defect_area_`` pixels (§4.2).
 
-        Returns
-        -------
-        masks : ndarray of bool
-            Same layout as :meth:`transform`; connected regions smaller
-            than ``min_defect_area_`` pixels are removed (§4.2).
+        [segment]
         """
         masks = super().segment(X, threshold=threshold)
-        h, w, _ = self.input_shape_
+        # Flattened input has the fitted size; image input may have another
+        # (image_size=None scores any size).
+        h, w = masks.shape[1:] if masks.ndim == 3 else self.input_shape_[:2]
         cleaned = remove_small_components(masks.reshape(len(masks), h, w), self.min_defect_area_)
         return cleaned.reshape(masks.shape)

@@ -39,8 +39,7 @@ class DistortionSchedule(Callback):
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         # skorch's own on_epoch_begin has already opened this epoch's history row.
         self.dataset.set_epoch(len(net.history) - 1)
-        full = tuple(self.dataset.images.shape[-2:])
-        net.history.record("full_size", tuple(self.dataset.size) == full)
+        net.history.record("full_size", tuple(self.dataset.size) == self.dataset.full_size)
 
 
 class FullSizeEarlyStopping(EarlyStopping):

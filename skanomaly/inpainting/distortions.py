@@ -282,8 +282,11 @@ class DistortionDataset(Dataset):
 
     Parameters
     ----------
-    images : torch.Tensor of shape (n, C, H, W)
-        Normal images in [0, 1] at the full working size.
+    images : torch.Tensor of shape (n, C, H, W) or WorkingSizeImages
+        Normal images in [0, 1] at the full working size: a tensor, or a
+        dataset with ``len``, ``shape`` and ``image(i)`` (a ``(C, H, W)``
+        tensor) that reads them one at a time (the estimator's, so that
+        training memory does not grow with the number of images).
     random_state : int, default=0
         Seed of every random choice.
     max_epochs : int, default=1
@@ -300,6 +303,8 @@ class DistortionDataset(Dataset):
     ``__getitem__`` returns ``(X_hat, target)`` where ``target`` stacks the
     normal image ``X`` and the mask ``M`` along the channels, ``(C + 1, h,
     w)``, so that a plain ``(X, y)`` data loader carries all three tensors.
+    Each image is resized to the stage's size when its item is read (one
+    image at a time: exactly the values of resizing them all at once).
     """
 
     def __init__(
@@ -328,13 +333,14 @@ class DistortionDataset(Dataset):
             elastic_sigma=elastic_sigma,
             elastic_strength=elastic_strength,
         )
-        self._cache = {}
+        #: ``(H, W)``, the full working size.
+        self.full_size = tuple(int(s) for s in images.shape[-2:])
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
         """Select the epoch: it seeds the samples and sets the image size."""
         self.epoch = int(epoch)
-        full = tuple(self.images.shape[-2:])
+        full = self.full_size
         if self.progressive:
             self.size = progressive_size(self.epoch, self.max_epochs, full)
         else:
@@ -343,26 +349,29 @@ class DistortionDataset(Dataset):
     def release(self):
         """Drop the images (after training), so that a pickled net stays small.
 
-        The images are replaced by a new empty tensor: an empty slice
-        (``images[:0]``) would still own, and pickle, the whole storage.
+        The images (a tensor, or a dataset reading them) are replaced by a
+        new empty tensor: an empty slice (``images[:0]``) would still own,
+        and pickle, the whole storage.
         """
-        self.images = self.images.new_empty((0, *self.images.shape[1:]))
-        self._cache = {}
+        shape = tuple(self.images.shape[1:])
+        dtype = self.images.dtype if isinstance(self.images, torch.Tensor) else torch.float32
+        self.images = torch.empty((0, *shape), dtype=dtype)
 
-    def _resized(self):
-        if self.size not in self._cache:
-            if self.size == tuple(self.images.shape[-2:]):
-                self._cache[self.size] = self.images
-            else:
-                resized = F.interpolate(
-                    self.images,
-                    size=self.size,
-                    mode="bilinear",
-                    align_corners=False,
-                    antialias=True,
-                ).clamp_(0.0, 1.0)
-                self._cache = {self.size: resized}
-        return self._cache[self.size]
+    def _image(self, index):
+        """Normal image ``index`` at the current stage's size, ``(C, h, w)``."""
+        if isinstance(self.images, torch.Tensor):
+            image = self.images[index]
+        else:
+            image = self.images.image(index)
+        if self.size == tuple(image.shape[-2:]):
+            return image
+        return F.interpolate(
+            image[None],
+            size=self.size,
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        ).clamp_(0.0, 1.0)[0]
 
     def __len__(self):
         return len(self.images)
@@ -370,7 +379,7 @@ class DistortionDataset(Dataset):
     def sample(self, index):
         """``(X_hat, X, M)`` of item ``index`` at the current epoch."""
         rng = np.random.default_rng([self.random_state, self.epoch, int(index)])
-        image = augment(self._resized()[index], rng, rotate90=self.rotate90, flip=self.flip)
+        image = augment(self._image(int(index)), rng, rotate90=self.rotate90, flip=self.flip)
         distorted, mask = distort(image, rng, **self.distort_kwargs)
         return distorted, image, mask
 

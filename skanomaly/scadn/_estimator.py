@@ -12,7 +12,8 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._training import make_net, runtime_device
-from ..base import BaseDetector, StreamingFPRThreshold, fill_shared_doc
+from ..base import BaseDetector, StreamingFPRThreshold, assign_parameters, fill_shared_doc
+from ..validation import _release_pages
 from ._net import SCADNNet
 from .losses import ADVERSARIAL_LOSSES, ReconstructionLoss
 from .masks import DEFAULT_MASK_SCALES, stripe_width, striped_masks
@@ -25,8 +26,11 @@ from .torch_model import (
 
 __all__ = ["SCADNDetector"]
 
-# A per-scale map cache larger than this (bytes) goes to a temporary file.
-_MEMORY_CACHE_LIMIT = 2 * 1024**3
+# A per-scale map cache larger than this (bytes) goes to a temporary file, whose
+# pages are released as they are written and read: fit's memory then does not
+# grow with the number of training images (a bounded in-memory cache for small
+# fits, which then write no file).
+_MEMORY_CACHE_LIMIT = 32 * 1024**2
 
 
 @fill_shared_doc
@@ -72,7 +76,12 @@ class SCADNDetector(BaseDetector):
     image_size : int, default=512
         Working side length; images are resized to it.  A multiple of 8, at
         least 24 (the generator works at 1/8 of it).  The paper uses 512 for
-        MVTec AD and LaceAD and 32 for MNIST and CIFAR-10.
+        MVTec AD and LaceAD and 32 for MNIST and CIFAR-10.  ``None`` (full
+        resolution) is refused: the striped masks' widths, the per-scale
+        mean errors ``mu_`` that choose the scale (eq. 9) and the PatchGAN
+        discriminator are all set for one square working size.  For large
+        images, wrap the detector in :class:`skanomaly.TiledDetector`, which
+        trains and scores it on overlapping tiles and stitches their maps.
     max_epochs : int, default=200
         Training epochs (paper: 200).
     batch_size : int, default=4
@@ -98,14 +107,10 @@ class SCADNDetector(BaseDetector):
     mu_ : ndarray of shape (n_scales,)
         Reference value ``mu_i``: mean over the training images of the
         average of their error map ``E_i``.
-    offset_ : float
-        Decision threshold on ``score_samples``.
     threshold_ : float
-        Pixel threshold of :meth:`segment`.
-    n_features_in_ : int
-        ``H * W * C`` of the training images.
-    input_shape_ : tuple
-        ``(H, W, C)`` of the training images.
+        Pixel threshold of :meth:`segment` on the selected scale's error map
+        (``segmentation_fpr`` of the training pixels lie above it).
+    [shared attributes]
 
     Notes
     -----
@@ -150,7 +155,7 @@ class SCADNDetector(BaseDetector):
       After training, ``fit`` runs these passes once per training image: it
       keeps each image's per-scale maps at the working size in a float32
       cache (``n * len(mask_scales) * image_size**2 * 4`` bytes; a temporary
-      file above 2 GiB, deleted at the end of ``fit``), takes ``mu_`` from
+      file above 32 MiB, deleted at the end of ``fit``), takes ``mu_`` from
       it, then the scores that set ``offset_`` and ``threshold_``.  With
       ``precision`` other than ``"float32"`` the training images are scored
       a second time under mixed precision (``mu_`` stays float32).
@@ -164,8 +169,7 @@ class SCADNDetector(BaseDetector):
     --------
     >>> import numpy as np
     >>> from skanomaly import SCADNDetector
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.uniform(size=(8, 32, 32)).astype(np.float32)
+    >>> X = np.random.default_rng(0).uniform(size=(8, 32, 32)).astype(np.float32)
     >>> det = SCADNDetector(width=4, image_size=32, max_epochs=1, random_state=0).fit(X)
     >>> det.transform(X).shape
     (8, 32, 32)
@@ -194,50 +198,22 @@ class SCADNDetector(BaseDetector):
         discriminator_lr=None,
         segmentation_fpr=0.005,
         image_size=512,
-        max_epochs=200,
-        batch_size=4,
-        lr=1e-4,
-        device="auto",
-        random_state=None,
-        contamination="auto",
-        verbose=0,
-        image_shape=None,
-        value_range=None,
-        callbacks=None,
-        validation_fraction=None,
-        early_stopping=False,
-        n_iter_no_change=10,
-        tol=1e-4,
-        precision="float32",
-    ):
-        self.mask_scales = mask_scales
-        self.width = width
-        self.lambda_rm = lambda_rm
-        self.lambda_rec = lambda_rec
-        self.lambda_adv = lambda_adv
-        self.adversarial_loss = adversarial_loss
-        self.discriminator_lr = discriminator_lr
-        self.segmentation_fpr = segmentation_fpr
-        self.image_size = image_size
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.device = device
-        self.random_state = random_state
-        self.contamination = contamination
-        self.verbose = verbose
-        self.image_shape = image_shape
-        self.value_range = value_range
-        self.callbacks = callbacks
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.precision = precision
+        max_epochs=200, batch_size=4, lr=1e-4, lr_schedule="paper", device="auto",
+        random_state=None, contamination="auto", verbose=0, image_shape=None, value_range=None,
+        callbacks=None, validation_fraction=None, early_stopping=False, n_iter_no_change=10, tol=1e-4,
+        precision="float32", image_score="auto", image_score_k=0.01, image_score_sigma=4.0):
+        assign_parameters(self, locals())
 
     # ----------------------------------------------------------- helpers
     def _check_params(self):
         size = self.image_size
+        if size is None:
+            raise ValueError(
+                "image_size=None (full resolution) is not supported by SCADNDetector: "
+                "its striped masks, the per-scale mean errors that pick the mask scale "
+                "(eq. 9) and its discriminator need one fixed square working size. Pass "
+                "an int image_size, or tile large images with skanomaly.TiledDetector."
+            )
         if size % 8 or size < 24:
             raise ValueError(
                 f"image_size={size} must be a multiple of 8 and at least 24: the "
@@ -252,7 +228,7 @@ class SCADNDetector(BaseDetector):
                 f"mask_scales={self.mask_scales!r} must be a non-empty sequence of "
                 f"stripe widths as fractions of the side, each in (0, 0.5]."
             )
-        return scales
+        return {"mask_scales": scales}
 
     def _scale_maps(self, xw):
         """Per-scale error maps (b, n_scales, S, S) of images at the working size."""
@@ -294,12 +270,16 @@ class SCADNDetector(BaseDetector):
         )
         self.net_ = net.initialize()
 
-    def _fit(self, images):
-        self.mask_scales_ = self._check_params()
+    def _fit(self, images, mask_scales):
+        self.mask_scales_ = mask_scales
         self.stripe_widths_ = [stripe_width(self.image_size, s) for s in self.mask_scales_]
         self._build_networks()
         net = self.net_
-        net.partial_fit(self._working_images(images, lazy=True))
+        data = self._working_images(images, lazy=True)
+        try:
+            net.partial_fit(data)
+        finally:
+            data.release()  # whatever still refers to it holds no training images
         if self._scores_from_cache(images):
             self._fit_from_map_cache(images)
             return
@@ -322,12 +302,14 @@ class SCADNDetector(BaseDetector):
         """Whether ``fit`` scores its training images once, from a map cache.
 
         True when the reference images are the training images and scoring
-        runs in float32: ``mu_`` is always computed in float32, so with
-        ``precision="bfloat16"``/``"float16"`` the reference scores need a
-        second, mixed-precision pass (the base's).
+        runs in float32 with the method's own image score: ``mu_`` is always
+        computed in float32, so with ``precision="bfloat16"``/``"float16"``
+        the reference scores need a second, mixed-precision pass (the
+        base's), as does another ``image_score`` (input-resolution maps).
         """
         return (
             getattr(self, "precision", "float32") == "float32"
+            and getattr(self, "image_score", "auto") == "auto"
             and self._reference_images(images) is images
         )
 
@@ -335,7 +317,8 @@ class SCADNDetector(BaseDetector):
         """An empty float32 cache ``(n_images, n_scales, S, S)`` of per-scale maps.
 
         In memory up to ``_MEMORY_CACHE_LIMIT`` bytes, else a temporary
-        ``.npy`` memory map.
+        ``.npy`` memory map (whose pages the callers release once written or
+        read).
 
         Returns
         -------
@@ -377,6 +360,8 @@ class SCADNDetector(BaseDetector):
                     maps = self._scale_maps(self._to_working_size(x))
                     total = self._add_scale_means(total, maps)
                     cache[start : start + len(maps)] = maps.cpu().numpy()
+                    # A disk cache's written pages leave this process (no-op in memory).
+                    _release_pages(cache[start : start + len(maps)])
                     start += len(maps)
             self.mu_ = (total / images.n_images).cpu().numpy()
             self._reference_scoring_ = self._score_map_cache(cache, images, batch_size, device)
@@ -396,7 +381,11 @@ class SCADNDetector(BaseDetector):
         scores = []
         with torch.inference_mode():
             for start in range(0, len(cache), batch_size):
-                maps = torch.from_numpy(np.asarray(cache[start : start + batch_size]))
+                block = cache[start : start + batch_size]
+                if isinstance(block, np.memmap):  # a private copy; its pages released
+                    block, mapped = np.array(block), block
+                    _release_pages(mapped)
+                maps = torch.from_numpy(block)
                 s, final, _ = select_scale(maps.to(device), mu)
                 scores.append(s.float().cpu().numpy())
                 if stream is not None:

@@ -8,7 +8,8 @@ import torch
 from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator, to_device
 
-from .._training import UnsupervisedNet, TrainingDivergedError
+from .._docstrings import fill_doc
+from .._training import SECOND_NETWORK_PARAMETERS_DOC, TrainingDivergedError, UnsupervisedNet
 from .losses import (
     discriminator_loss,
     generator_adversarial_loss,
@@ -20,6 +21,11 @@ from .torch_model import PatchDiscriminator, masked_inputs
 __all__ = ["SCADNNet"]
 
 
+@fill_doc(
+    parameters=SECOND_NETWORK_PARAMETERS_DOC.format(
+        name="discriminator", default="PatchDiscriminator"
+    )
+)
 class SCADNNet(UnsupervisedNet):
     """skorch net training SCADN's generator against a PatchGAN discriminator.
 
@@ -42,13 +48,7 @@ class SCADNNet(UnsupervisedNet):
     ``discriminator_loss`` is recorded per batch too.  A non-finite loss
     raises :class:`~skanomaly._training.TrainingDivergedError`.
 
-    Parameters
-    ----------
-    module, criterion
-        As in :class:`skorch.NeuralNet`.
-    discriminator : nn.Module class or instance, default=PatchDiscriminator
-    optimizer_discriminator : optimizer class, default=torch.optim.Adam
-        Its learning rate defaults to ``lr``.
+    [parameters]
     mask_scales : sequence of float, default=DEFAULT_MASK_SCALES
         Stripe widths as fractions of the side.
     lambda_rec, lambda_adv : float, default=1.0, 0.001

@@ -1,0 +1,47 @@
+"""The benchmark runners' shared helpers (no detector is trained here)."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+_BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+if _BENCH not in sys.path:
+    sys.path.insert(0, _BENCH)
+
+pytest.importorskip("skimage")
+_common = pytest.importorskip("_common")
+
+
+def test_texture_source_fits_large_crops():
+    # 205 test rows at 512 px: larger crops need the texture resized.
+    assert _common.texture_source("brick", 200) == "brick"
+    big = _common.texture_source("grass", 256)
+    assert big.dtype == np.uint8 and big.shape == (640, 640)
+    data = _common.texture_data("grass", 256, n_train=3, n_test=4, seed=0)
+    assert data.X_train.shape == (3, 256, 256)
+    assert data.masks_test.shape == (4, 256, 256)
+    assert data.masks_test[data.y_test == 1].any(axis=(1, 2)).all()
+    assert data.texture == "grass"
+
+
+def test_complete_rows_marks_what_did_not_run():
+    rows = [{"texture": "brick", "detector": "dfr", "image AUROC": 0.7, "error": ""}]
+    grid = [("brick", "dfr"), ("brick", "igd")]
+    out = _common.complete_rows(rows, ["texture", "detector"], grid, ("image AUROC",))
+    assert out[0]["image AUROC"] == 0.7
+    assert out[1]["image AUROC"] == _common.NOT_RUN
+    table = _common.markdown_table(out, ["texture", "detector"], ("image AUROC",))
+    assert "| brick | igd | not run |" in table
+    assert "| brick | dfr | 0.700 |" in table
+
+
+def test_rows_round_trip_through_json(tmp_path):
+    path = str(tmp_path / "rows.json")
+    rows = [{"texture": "brick", "image AUROC": np.float64(0.5), "PRO": np.nan}]
+    _common.save_rows(path, rows, {"command": "x"})
+    loaded, settings = _common.load_rows([path])
+    assert loaded[0]["image AUROC"] == 0.5 and np.isnan(loaded[0]["PRO"])
+    assert "command=x" in settings[0]
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
