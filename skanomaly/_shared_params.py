@@ -203,8 +203,10 @@ precision : {"float32", "tf32", "bfloat16", "float16"}, default="float32"
 SCORED_IMAGES_DOC = """\
 Parameters
 ----------
-X : array-like or torch.Tensor
-    Images in any layout accepted by :meth:`fit`, of the fitted size."""
+X : array-like, torch.Tensor or lazy collection
+    Images in any layout accepted by :meth:`fit`, of the fitted size
+    (any size with ``image_size=None``; at least ``tile_size`` for
+    :class:`~skanomaly.TiledDetector`)."""
 
 #: The parameters and result of ``segment``, for the base's and its overrides.
 SEGMENT_DOC = SCORED_IMAGES_DOC + """

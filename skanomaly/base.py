@@ -22,14 +22,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
-from ._docstrings import fill_method_docs
 from .image_scores import IMAGE_SCORES, reduce_maps
 from ._shared_params import (
-    SCORED_IMAGES_DOC,
-    SEGMENT_DOC,
     _check_callbacks,
     _check_contamination,
-    _check_real,
     _check_working_size,
     fill_shared_doc,
 )
@@ -40,6 +36,7 @@ from ._training import (
     seeded,
 )
 from ._saving import PersistenceMixin
+from ._scoring_api import ScoringAPIMixin
 from ._working_size import WorkingSizeMixin
 from .thresholds import StreamingFPRThreshold, fpr_threshold
 from .validation import check_images
@@ -66,9 +63,13 @@ def assign_parameters(estimator, arguments):
             setattr(estimator, name, value)
 
 
-@fill_method_docs(scored_images=SCORED_IMAGES_DOC, segment=SEGMENT_DOC)
 class BaseDetector(
-    WorkingSizeMixin, OutlierMixin, TransformerMixin, PersistenceMixin, BaseEstimator
+    WorkingSizeMixin,
+    ScoringAPIMixin,
+    OutlierMixin,
+    TransformerMixin,
+    PersistenceMixin,
+    BaseEstimator,
 ):
     """Base class of skanomaly's detectors (not to be instantiated).
 
@@ -403,88 +404,6 @@ class BaseDetector(
                 "or 'float32'."
             )
         return torch.autocast(device_type, dtype=getattr(torch, precision))
-
-    def score_samples(self, X):
-        """Normality score of each image: the opposite of the anomaly score.
-
-        [scored_images]
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,)
-            Higher means more normal.
-        """
-        images = self._check_input(X)
-        scores, _ = self._score_images(images, with_maps=False)
-        return -scores
-
-    def score_and_transform(self, X):
-        """``score_samples(X)`` and ``transform(X)`` from one pass over the images.
-
-        Each batch goes through the networks once, where calling both
-        methods would run it twice.
-
-        [scored_images]
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,)
-            As :meth:`score_samples`: higher means more normal.
-        maps : ndarray of float32
-            As :meth:`transform`: higher means more anomalous.
-        """
-        images = self._check_input(X)
-        scores, maps = self._score_images(images)
-        maps = maps.astype(np.float32, copy=False)
-        return -scores, (maps.reshape(len(maps), -1) if images.flat else maps)
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative means anomalous.
-
-        [scored_images]
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,)
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """Label each image: ``+1`` normal, ``-1`` anomalous.
-
-        [scored_images]
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,) of int
-        """
-        decision = self.decision_function(X)
-        return np.where(decision < 0, -1, 1).astype(int)
-
-    def transform(self, X):
-        """Pixel anomaly heatmaps at the input resolution.
-
-        [scored_images]
-
-        Returns
-        -------
-        maps : ndarray of float32
-            ``(n, H, W)`` for image input, ``(n, H*W)`` for flattened 2-D
-            input; higher means more anomalous.
-        """
-        return self.score_and_transform(X)[1]
-
-    def segment(self, X, threshold=None):
-        """Binary anomaly masks: heatmap pixels above ``threshold``.
-
-        [segment]
-        """
-        if threshold is None:
-            check_is_fitted(self, "threshold_")
-            threshold = self.threshold_
-        else:
-            threshold = _check_real(threshold, "threshold")
-        return self.transform(X) > threshold
 
     def calibrate(self, X_normal, contamination="auto"):
         """Re-set ``offset_`` from held-out normal images.

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin, clone
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._shared_params import _check_real
+from ._scoring_api import ScoringAPIMixin
 from .thresholds import StreamingFPRThreshold
 from .validation import check_images
 
@@ -135,7 +135,7 @@ class _TileSequence:
         return np.stack([self._one(k) for k in indices])
 
 
-class TiledDetector(OutlierMixin, TransformerMixin, BaseEstimator):
+class TiledDetector(ScoringAPIMixin, OutlierMixin, TransformerMixin, BaseEstimator):
     """Train and score a detector on overlapping tiles of large images.
 
     ``fit`` trains a clone of ``detector`` on the overlapping square tiles of
@@ -404,105 +404,3 @@ class TiledDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 if map_sink is not None:
                     map_sink.add(stitched)
         return scores, maps
-
-    def score_samples(self, X):
-        """Normality score of each image: minus the largest tile anomaly score.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or lazy collection
-            Images at least ``tile_size`` pixels high and wide.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,)
-            Higher means more normal.
-        """
-        images = self._check_input(X)
-        scores, _ = self._score_images(images, with_maps=False)
-        return -scores
-
-    def score_and_transform(self, X):
-        """``score_samples(X)`` and ``transform(X)`` from one pass over the tiles.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or lazy collection
-            Images at least ``tile_size`` pixels high and wide.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,)
-            As :meth:`score_samples`.
-        maps : ndarray of float32
-            As :meth:`transform`.
-        """
-        images = self._check_input(X)
-        scores, maps = self._score_images(images)
-        return -scores, (maps.reshape(len(maps), -1) if images.flat else maps)
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative means anomalous.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or lazy collection
-            Images to score.
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,)
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """Label each image: ``+1`` normal, ``-1`` anomalous.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or lazy collection
-            Images to label.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,) of int
-        """
-        return np.where(self.decision_function(X) < 0, -1, 1).astype(int)
-
-    def transform(self, X):
-        """Stitched pixel anomaly maps at the input resolution.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or lazy collection
-            Images to explain.
-
-        Returns
-        -------
-        maps : ndarray of float32
-            ``(n, H, W)`` for image input, ``(n, H*W)`` for flattened 2-D
-            input; higher means more anomalous.
-        """
-        return self.score_and_transform(X)[1]
-
-    def segment(self, X, threshold=None):
-        """Binary anomaly masks: stitched map pixels above ``threshold``.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or lazy collection
-            Images to segment.
-        threshold : float, default=None
-            Defaults to the fitted ``threshold_``.
-
-        Returns
-        -------
-        masks : ndarray of bool
-            Same layout as :meth:`transform`.
-        """
-        if threshold is None:
-            check_is_fitted(self, "threshold_")
-            threshold = self.threshold_
-        else:
-            threshold = _check_real(threshold, "threshold")
-        return self.transform(X) > threshold
