@@ -195,6 +195,49 @@ def evaluate(cls, params, X_train, X_test, y_test, masks_test=None, image_scores
     return out if image_scores is not None else row
 
 
+#: Source of the memory probes that the benchmarks' measuring subprocesses
+#: define (``rss_mib``: VmRSS now; ``reset_peak``: reset VmHWM; ``peak_mib``:
+#: VmHWM), pasted into their code where it says ``{probes}``.
+CHILD_MEMORY_PROBES = r"""
+def rss_mib():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+def reset_peak():
+    # Linux >= 4.0: writing 5 to clear_refs resets the peak RSS (VmHWM), so the
+    # peak measured is that of the step, not of making the data before it.
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+def peak_mib():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+
+def add_run_options(parser):
+    """The options of the quality runners: ``--budget``, ``--no-baseline``,
+    ``--json`` and ``--combine`` (runs split over processes, joined later)."""
+    parser.add_argument("--budget", nargs="+", default=list(BUDGETS),
+                        choices=list(BUDGETS),
+                        help="CPU budgets to run (default: all; see _common.BUDGETS)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the baseline rows (when another process has them)")
+    parser.add_argument("--json", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                        help="join the rows of earlier --json runs instead of running")
+
+
 def baseline_row(X_train, X_test, y_test, masks_test=None):
     """The trivial detector's row: ``|x - mean training image|``, smoothed,
     image score = max of the map (``tests/baseline.py``, the function the

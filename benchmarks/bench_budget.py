@@ -18,27 +18,12 @@ Example (about 20 minutes on one core)::
     python benchmarks/bench_budget.py --threads 1 --out benchmarks/results_budget.md
 """
 
-import time
 
-import numpy as np
 
 import _common
-from skanomaly import metrics
 from skanomaly.datasets import make_texture_defects
-from tests.baseline import mean_image_baseline
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def _baseline_row(X_train, X_test, y_test, masks_test=None):
-    start = time.perf_counter()
-    scores, maps = mean_image_baseline(X_train, X_test)
-    row = {"image AUROC": metrics.image_auroc(y_test, scores), "pixel AUROC": np.nan,
-           "PRO": np.nan, "fit s": 0.0, "score s": time.perf_counter() - start, "error": ""}
-    if masks_test is not None:
-        row["pixel AUROC"] = metrics.pixel_auroc(masks_test, maps)
-        row["PRO"] = metrics.pro_score(masks_test, maps)
-    return row
 
 
 def _budgets(params, fractions):
@@ -58,7 +43,7 @@ def main(argv=None):
     data = make_texture_defects("brick", n_train=40, n_test=40, image_size=args.image_size,
                                 random_state=args.seed)
     rows.append({"task": "brick", "detector": "baseline (mean image)", "epochs": "-",
-                 **_baseline_row(data.X_train, data.X_test, data.y_test, data.masks_test)})
+                 **_common.baseline_row(data.X_train, data.X_test, data.y_test, data.masks_test)})
     for name, cls, params in _common.configs(args, args.image_size):
         for _, epochs in _budgets(params, args.fractions):
             print(f"[brick] {name} {epochs} epochs ...", flush=True)
@@ -73,7 +58,7 @@ def main(argv=None):
             label = (y_test != c).astype(int)
             task = f"Fashion-MNIST {c}"
             rows.append({"task": task, "detector": "baseline (mean image)", "epochs": "-",
-                         **_baseline_row(X_train, X_test, label)})
+                         **_common.baseline_row(X_train, X_test, label)})
             for name, cls, params in _common.configs(args, 32, task="one-class"):
                 for _, epochs in _budgets(params, args.fractions):
                     print(f"[{task}] {name} {epochs} epochs ...", flush=True)

@@ -26,6 +26,8 @@ import platform
 import subprocess
 import sys
 
+import _common
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _CHILD = r"""
@@ -36,13 +38,7 @@ torch.set_num_threads({threads})
 sys.path.insert(0, {root!r})
 from skanomaly import DFRDetector
 
-def rss_mib():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
+{probes}
 rng = np.random.default_rng(0)
 X = (rng.uniform(size=({n}, {size}, {size})) * 255).astype(np.uint8)
 det = DFRDetector(weights=None, scales={scales}, image_size={size}, max_epochs={epochs},
@@ -59,7 +55,7 @@ print(json.dumps(dict(before=before, peak=peak, seconds=elapsed)))
 def measure(size, n, scales, epochs, batch, threads):
     """Run one ``fit`` in a subprocess; return its memory figures (MiB) and time."""
     code = _CHILD.format(
-        threads=threads, root=_ROOT, n=n, size=size, scales=scales, epochs=epochs,
+        probes=_common.CHILD_MEMORY_PROBES, threads=threads, root=_ROOT, n=n, size=size, scales=scales, epochs=epochs,
         batch=batch,
     )
     out = subprocess.run(

@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 
+import _common
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PRELUDE = r"""
@@ -44,30 +46,7 @@ sys.path.insert(0, {root!r})
 import joblib
 from skanomaly import DFRDetector, TiledDetector
 
-def rss_mib():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-def reset_peak():
-    # Linux >= 4.0: writing 5 to clear_refs resets the peak RSS (VmHWM), so the
-    # peak measured is that of the step, not of making the data before it.
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-def peak_mib():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+{probes}
 def images(n, size, seed):
     # A smooth texture with noise, uint8 (1 byte a pixel).
     rng = np.random.default_rng(seed)
@@ -143,7 +122,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     weights = None if args.weights.lower() == "none" else args.weights
     configs = ([] if args.no_full else [None]) + list(args.tiles)
-    common = dict(threads=args.threads, root=_ROOT)
+    common = dict(threads=args.threads, root=_ROOT, probes=_common.CHILD_MEMORY_PROBES)
     fit_rows, score_rows, resets = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for tile in configs:

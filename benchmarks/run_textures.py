@@ -98,14 +98,7 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, default=40)
     parser.add_argument("--image-size", type=int, default=256,
                         help="crop size in pixels = the detectors' image_size (default: 256)")
-    parser.add_argument("--budget", nargs="+", default=list(_common.BUDGETS),
-                        choices=list(_common.BUDGETS),
-                        help="CPU budgets to run (default: all; see _common.BUDGETS)")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the baseline rows (when another process has them)")
-    parser.add_argument("--json", default=None, help="also write the rows as JSON here")
-    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
-                        help="join the rows of earlier --json runs instead of running")
+    _common.add_run_options(parser)
     args = parser.parse_args(argv)
     command = shlex.join(["python", "benchmarks/run_textures.py"] + sys.argv[1:])
     settings = {
