@@ -92,9 +92,10 @@ def _check_contamination(contamination):
 def _check_callbacks(callbacks):
     """Each item of ``callbacks``: a skorch Callback (instance or class) or a
     ``(name, Callback)`` pair, with unique names; ``(name, None)`` switches off
-    a default callback of that name, as in skorch."""
+    a default callback of that name, as in skorch.  Returns the set of names
+    given to callbacks."""
     if callbacks is None:
-        return
+        return set()
     names = []
     for i, item in enumerate(callbacks):
         cb = item
@@ -123,6 +124,7 @@ def _check_callbacks(callbacks):
             f"callbacks has several callbacks named {duplicates}; give each a unique "
             f"name."
         )
+    return set(names)
 
 
 #: The documentation of the parameters every detector shares, written once and

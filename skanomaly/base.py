@@ -41,7 +41,13 @@ from ._working_size import WorkingSizeMixin
 from .thresholds import StreamingFPRThreshold, fpr_threshold
 from .validation import check_images
 
-__all__ = ["BaseDetector", "assign_parameters", "fpr_threshold", "StreamingFPRThreshold", "fill_shared_doc"]
+__all__ = [
+    "BaseDetector",
+    "StreamingFPRThreshold",
+    "assign_parameters",
+    "fill_shared_doc",
+    "fpr_threshold",
+]
 
 
 def assign_parameters(estimator, arguments):
@@ -222,9 +228,7 @@ class BaseDetector(
         """
         resolve_device(self.device)
         _check_working_size(getattr(self, "image_size", None))
-        callbacks = getattr(self, "callbacks", None)
-        _check_callbacks(callbacks)
-        named = {item[0] for item in callbacks or () if isinstance(item, tuple)}
+        named = _check_callbacks(getattr(self, "callbacks", None))
         if getattr(self, "lr_schedule", "paper") != "paper" and "lr_schedule" in named:
             raise ValueError(
                 f"lr_schedule={self.lr_schedule!r} and a callback named 'lr_schedule' both "
