@@ -14,7 +14,8 @@ widths of the quick preset (``benchmarks/_common.py: quick_params``):
   follow ``max_epochs``);
 - alternatives: ``lr_schedule="warmup_cosine"`` for ``N/10`` epochs (or
   the share ``--alt`` gives) with the learning rate and batch size
-  multiplied by the factors of ``--alt``.
+  multiplied by the factors of ``--alt``; for DFR a fourth field trains
+  on random batches of that many regional vectors (``vector_batch_size``).
 
 The loss is the detector's own ``train_loss``: a per-element mean averaged
 over the epoch's batches weighted by their size, so it is comparable across
@@ -60,8 +61,9 @@ EPOCHS = {"dfr": 100, "inpainting": 50, "scadn": 30, "igd": 20}
 #: Network widths (small, as the quick preset's).
 WIDTHS = {"inpainting": 16, "scadn": 16, "igd": 8}
 
-#: Default alternatives: (lr factor, batch-size factor, share of N epochs).
-ALTERNATIVES = [(3.0, 1, 0.1), (10.0, 1, 0.1), (10.0, 2, 0.1)]
+#: Default alternatives: (lr factor, batch-size factor, share of N epochs,
+#: DFR's vector_batch_size or None).
+ALTERNATIVES = [(3.0, 1, 0.1, None), (10.0, 1, 0.1, None), (10.0, 2, 0.1, None)]
 
 
 def detector_params(name, cls, image_size, seed):
@@ -118,12 +120,17 @@ def measure(name, cls, data, args):
         runs.append(dict(run_one(cls, params, data), label=f"paper, {epochs} ep"))
         print(name, runs[-1]["label"], runs[-1]["final loss"], runs[-1]["fit s"],
               file=sys.stderr, flush=True)
-    for lr_factor, bs_factor, fraction in args.alt:
+    for lr_factor, bs_factor, fraction, vectors in args.alt:
         epochs = max(1, int(round(n * fraction)))
         params = dict(base, max_epochs=epochs, lr_schedule="warmup_cosine",
                       lr=base["lr"] * lr_factor,
                       batch_size=int(base["batch_size"] * bs_factor))
         label = f"warmup_cosine, {epochs} ep, lr x{lr_factor:g}, batch x{bs_factor:g}"
+        if vectors is not None:
+            if name != "dfr":
+                continue
+            params["vector_batch_size"] = vectors
+            label += f", {vectors} vectors"
         try:
             runs.append(dict(run_one(cls, params, data), label=label))
         except Exception as exc:  # e.g. divergence: record it, go on
@@ -215,13 +222,13 @@ def report(results, tol, path):
 
 
 def _alternative(text):
-    """``"lr:bs"`` or ``"lr:bs:fraction"`` -> (lr factor, batch factor, epoch fraction)."""
-    parts = [float(x) for x in text.split(":")]
-    if len(parts) == 2:
-        parts.append(0.1)
-    if len(parts) != 3:
-        raise SystemExit(f"--alt expects lr:bs or lr:bs:fraction, got {text!r}")
-    return tuple(parts)
+    """``"lr:bs[:fraction[:vectors]]"`` -> (lr factor, batch factor, epoch
+    fraction, DFR's vector_batch_size or None)."""
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 4:
+        raise SystemExit(f"--alt expects lr:bs[:fraction[:vectors]], got {text!r}")
+    values = [float(x) for x in parts[:3]] + [0.1] * (3 - len(parts[:3]))
+    return (*values, int(parts[3]) if len(parts) == 4 else None)
 
 
 def main(argv=None):
@@ -230,8 +237,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None,
                         help="paper-schedule epochs N (default: per detector, EPOCHS)")
     parser.add_argument("--alt", nargs="+", default=None, metavar="LRxBS",
-                        help="alternatives as lr_factor:batch_factor[:epoch_share], e.g. 10:2 "
-                             "(epoch share default 0.1)")
+                        help="alternatives as lr_factor:batch_factor[:epoch_share[:vectors]], "
+                             "e.g. 10:2 (epoch share default 0.1; vectors: DFR's "
+                             "vector_batch_size)")
     parser.add_argument("--tol", type=float, default=0.10)
     parser.add_argument("--json", default=None, help="write the measurements as JSON")
     parser.add_argument("--report", nargs="+", default=None, metavar="JSON",

@@ -119,6 +119,26 @@ class DFRDetector(BaseDetector):
         Training and scoring batch size (paper: 4).
     lr : float, default=1e-4
         Adam learning rate (paper: 1e-4).
+    vector_batch_size : int or None, default=None
+        ``None`` trains the CAE on whole images, ``batch_size`` images a step
+        (the paper).  An int trains the same CAE on random batches of that
+        many regional vectors, drawn without replacement from the regional
+        vectors of all training images and drawn anew each epoch (an epoch
+        still passes over every vector once).  The CAE is a stack of 1x1
+        convolutions and eq. (4) is a mean over locations, so this is the
+        same model and loss, optimised with more, smaller and less
+        correlated steps per epoch (neighbouring regions of one image are
+        strongly correlated).  Measured on a CPU (brick, 64 px,
+        EfficientNet-Lite0 ``scales=[4, 6, 12, 16]``,
+        ``benchmarks/results_convergence.md``): with
+        ``lr_schedule="warmup_cosine"``, ``lr=1e-3`` and
+        ``vector_batch_size=128``, 5 epochs reached 1.012 times the training
+        loss of the paper schedule's 100 epochs in 0.087 of its training
+        time (image/pixel AUROC 0.952/0.960 against 0.940/0.959), where
+        image batches with the same schedule stayed at 1.39 times it.  With
+        ``validation_fraction``, the held-out share is drawn from the
+        regional vectors, not from whole images.  ``batch_size`` still sets
+        the batch of the feature extraction and of scoring.
     [shared parameters]
 
     Attributes
@@ -184,6 +204,7 @@ class DFRDetector(BaseDetector):
         "segmentation_fpr": [Interval(Real, 0, 1, closed="left")],
         "feature_cache": [StrOptions({"auto", "memory", "disk"})],
         "cache_dtype": [StrOptions({"float16", "float32"})],
+        "vector_batch_size": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -197,6 +218,7 @@ class DFRDetector(BaseDetector):
         segmentation_fpr=0.005,
         feature_cache="auto",
         cache_dtype="float16",
+        vector_batch_size=None,
         max_epochs=700, batch_size=4, lr=1e-4, lr_schedule="paper", device="auto",
         random_state=None, contamination="auto", verbose=0, image_shape=None, value_range=None,
         callbacks=None, validation_fraction=None, early_stopping=False, n_iter_no_change=10, tol=1e-4,
@@ -257,9 +279,17 @@ class DFRDetector(BaseDetector):
         return self.feature_extractor_(self._to_working_size(x))
 
     def _feature_cache(self, images, device):
-        """Regional features of all training images, computed once."""
+        """Regional features of all training images, computed once.
+
+        ``(n, c, h, w)``, or channels-last ``(n, h, w, c)`` with
+        ``vector_batch_size`` (each regional vector contiguous, so a random
+        batch of them is one cheap gather).
+        """
         grid_h, grid_w = (s // 4 for s in self._working_shape(images.height, images.width))
-        shape = (images.n_images, self.n_regional_features_, grid_h, grid_w)
+        c = self.n_regional_features_
+        vectors = self.vector_batch_size is not None
+        shape = (images.n_images, grid_h, grid_w, c) if vectors else (
+            images.n_images, c, grid_h, grid_w)
         dtype = np.dtype(self.cache_dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
         use_disk = self.feature_cache == "disk" or (
@@ -277,6 +307,8 @@ class DFRDetector(BaseDetector):
         with torch.inference_mode():
             for x in images.batches(self.batch_size, device=device):
                 f = self._extract(x)
+                if vectors:
+                    f = f.permute(0, 2, 3, 1)
                 cache[start : start + len(f)] = f.cpu().numpy().astype(dtype)
                 if use_disk:  # written: its pages leave this process (kept on disk)
                     _release_pages(cache[start : start + len(f)])
@@ -285,7 +317,11 @@ class DFRDetector(BaseDetector):
 
     def _pca_latent_dim(self, cache):
         rng = np.random.RandomState(self._seed_)
-        n, c, h, w = cache.shape
+        vectors = self.vector_batch_size is not None
+        if vectors:
+            n, h, w, c = cache.shape
+        else:
+            n, c, h, w = cache.shape
         total = n * h * w
         idx = np.sort(rng.choice(total, size=min(_PCA_SAMPLES, total), replace=False))
         img, rest = np.divmod(idx, h * w)
@@ -299,9 +335,9 @@ class DFRDetector(BaseDetector):
             if lo == hi:
                 continue
             images = cache[first : first + block]
-            parts.append(
-                np.asarray(images[img[lo:hi] - first, :, row[lo:hi], col[lo:hi]], np.float64)
-            )
+            at = (img[lo:hi] - first, row[lo:hi], col[lo:hi]) if vectors else (
+                img[lo:hi] - first, slice(None), row[lo:hi], col[lo:hi])
+            parts.append(np.asarray(images[at], np.float64))
             _release_pages(images)  # a disk cache's pages (no-op in memory)
         sample = np.concatenate(parts)
         pca = PCA(n_components=0.9, svd_solver="covariance_eigh").fit(sample)
@@ -333,12 +369,21 @@ class DFRDetector(BaseDetector):
         """
         if getattr(self, "feature_extractor_", None) is None:
             self.feature_extractor_ = self._build_feature_extractor(pretrained)
+        batching = {}
+        if self.vector_batch_size is not None:
+            batching = {
+                f"iterator_{part}__{key}": value
+                for part in ("train", "valid")
+                for key, value in (("batch_size", int(self.vector_batch_size)),
+                                   ("collate_fn", _as_collated))
+            }
         net = make_net(
             self,
             module=CAE,
             criterion=DFRLoss,
             module__in_channels=self.n_regional_features_,
             module__latent_dim=self.latent_dim_,
+            **batching,
         )
         self.net_ = net.initialize()
 
@@ -365,8 +410,13 @@ class DFRDetector(BaseDetector):
                 else self._pca_latent_dim(cache)
             )
             self._build_networks()
-            rows = _DiskRows(cache) if isinstance(cache, np.memmap) else cache
-            self.net_.partial_fit(ArrayDataset(rows))
+            if self.vector_batch_size is not None:
+                dataset = _RegionalVectors(cache)
+            else:
+                rows = _DiskRows(cache) if isinstance(cache, np.memmap) else cache
+                dataset = ArrayDataset(rows)
+            self.net_.partial_fit(dataset)
+            del dataset
         finally:
             del cache
             if tmpdir is not None:
@@ -399,3 +449,39 @@ class _DiskRows:
         out = np.array(row[0])
         _release_pages(row)
         return out
+
+
+class _RegionalVectors(torch.utils.data.Dataset):
+    """The regional vectors of a channels-last cache ``(n, h, w, c)``, one item each.
+
+    The training iterator asks for a whole batch at once (``__getitems__``,
+    one gather) and gets it laid out as a single ``(1, c, B, 1)`` feature map:
+    B locations for the CAE's 1x1 convolutions and eq. (4)'s mean over
+    locations, exactly as B locations of one image (a ``(B, c, 1, 1)`` batch
+    is slower on the CPU).  :func:`_as_collated` passes it through as the
+    collate function.
+    """
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def __len__(self):
+        n, h, w, _ = self.cache.shape
+        return n * h * w
+
+    def __getitem__(self, i):
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices):
+        c = self.cache.shape[-1]
+        vectors = self.cache.reshape(-1, c)
+        # Sorted reads (the order within a batch does not change its mean loss).
+        rows = np.asarray(vectors[np.sort(np.asarray(indices, dtype=np.int64))], np.float32)
+        _release_pages(self.cache)  # a disk cache's pages (no-op in memory)
+        x = torch.from_numpy(rows).T.reshape(1, c, len(rows), 1)
+        return x, torch.zeros(())
+
+
+def _as_collated(batch):
+    """Collate function of :class:`_RegionalVectors`: its batches come collated."""
+    return batch
