@@ -157,7 +157,38 @@ def configs(args, image_size, task="localisation", budget=None):
     return result
 
 
-def evaluate(cls, params, X_train, X_test, y_test, masks_test=None, image_scores=None):
+def kind_measures(y_test, masks_test, kinds_test, scores, maps):
+    """Image and pixel AUROC by kind of defect (``make_texture_defects``'s
+    ``kinds_test``), for test crops with one defect.
+
+    ``image AUROC <kind>``: the crops with that defect against the normal
+    crops.  ``pixel AUROC <kind>``: the defect pixels of those crops against
+    every defect-free pixel of the test set (the pixels a pooled pixel AUROC
+    counts as negatives).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y_test = np.asarray(y_test)
+    masks = np.asarray(masks_test, dtype=bool)
+    maps = np.asarray(maps, dtype=np.float64)
+    negatives = maps[~masks]
+    out = {}
+    for kind in sorted({k[0] for k in kinds_test if len(k) == 1}):
+        crops = np.array([tuple(k) == (kind,) for k in kinds_test])
+        normal = y_test == 0
+        out[f"image AUROC {kind}"] = float(roc_auc_score(
+            np.r_[np.ones(crops.sum()), np.zeros(normal.sum())],
+            np.r_[scores[crops], scores[normal]]))
+        positives = maps[crops][masks[crops]]
+        out[f"pixel AUROC {kind}"] = float(roc_auc_score(
+            np.r_[np.ones(len(positives)), np.zeros(len(negatives))],
+            np.r_[positives, negatives]))
+        out[f"defect pixels {kind}"] = float(len(positives) / max(1, masks.sum()))
+    return out
+
+
+def evaluate(cls, params, X_train, X_test, y_test, masks_test=None, image_scores=None,
+             kinds_test=None):
     """Fit and score one detector; return a row of measures (NaN on failure).
 
     ``image_scores`` (rules of :func:`skanomaly.image_scores.reduce_maps`,
@@ -166,6 +197,8 @@ def evaluate(cls, params, X_train, X_test, y_test, masks_test=None, image_scores
     ``image_score`` does (its ``image_score_k``/``image_score_sigma``): the
     result is then a list of ``(rule, row)``, the first ``(None, row)`` for
     the detector's own image score; every row shares the one fit.
+    ``kinds_test`` adds the measures of :func:`kind_measures` (the first row
+    only).
     """
     row = {"image AUROC": np.nan, "pixel AUROC": np.nan, "PRO": np.nan,
            "fit s": np.nan, "score s": np.nan, "error": ""}
@@ -182,6 +215,8 @@ def evaluate(cls, params, X_train, X_test, y_test, masks_test=None, image_scores
         if masks_test is not None:
             row["pixel AUROC"] = metrics.pixel_auroc(masks_test, maps)
             row["PRO"] = metrics.pro_score(masks_test, maps)
+            if kinds_test is not None:
+                row.update(kind_measures(y_test, masks_test, kinds_test, -normality, maps))
         if image_scores:
             import torch
 
@@ -243,7 +278,7 @@ def add_run_options(parser):
                         help="join the rows of earlier --json runs instead of running")
 
 
-def baseline_row(X_train, X_test, y_test, masks_test=None):
+def baseline_row(X_train, X_test, y_test, masks_test=None, kinds_test=None):
     """The trivial detector's row: ``|x - mean training image|``, smoothed,
     image score = max of the map (``tests/baseline.py``, the function the
     quality tests use)."""
@@ -256,6 +291,8 @@ def baseline_row(X_train, X_test, y_test, masks_test=None):
     if masks_test is not None:
         row["pixel AUROC"] = metrics.pixel_auroc(masks_test, maps)
         row["PRO"] = metrics.pro_score(masks_test, maps)
+        if kinds_test is not None:
+            row.update(kind_measures(y_test, masks_test, kinds_test, scores, maps))
     return row
 
 

@@ -43,6 +43,12 @@ import _common
 IMAGE_SCORES = ("auto", "max", "top_k_mean", "smoothed_max")
 BASELINE = "baseline (mean image)"
 KEYS = ["texture", "detector", "budget", "image score"]
+KIND_NOTE = (
+    "The detector's own image score.  pixel AUROC <kind>: the defect pixels of the "
+    "crops with that kind of defect against every defect-free test pixel; image "
+    "AUROC <kind>: those crops against the normal crops; defect pixels <kind>: that "
+    "kind's share of all defect pixels.  Runs made before kinds were recorded have "
+    "no row here.\n\n")
 MEASURES = ("image AUROC", "vs baseline", "pixel AUROC", "PRO", "fit s", "score s")
 
 
@@ -86,8 +92,16 @@ def _tables(rows, textures, detectors, budgets):
             else:
                 mean[m] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         means.append(mean)
+    # The detector's own image score (the other rules' rows copy its map measures).
+    by_kind = [r for r in rows if any(k.startswith("pixel AUROC ") for k in r)
+               and (r["image score"] == "auto" or r["detector"] == BASELINE)]
+    kinds = sorted({k[len("pixel AUROC "):] for r in by_kind for k in r
+                    if k.startswith("pixel AUROC ")})
+    kind_cols = tuple(f"{m} {k}" for m in ("pixel AUROC", "image AUROC") for k in kinds) + tuple(
+        f"defect pixels {k}" for k in kinds)
     return (_common.markdown_table(table, KEYS, MEASURES),
-            _common.markdown_table(means, KEYS[1:], MEASURES))
+            _common.markdown_table(means, KEYS[1:], MEASURES),
+            _common.markdown_table(by_kind, KEYS[:3], kind_cols) if by_kind else "")
 
 
 def main(argv=None):
@@ -113,10 +127,12 @@ def main(argv=None):
     }
     if args.combine:
         rows, sources = _common.load_rows(args.combine)
-        main_table, mean_table = _tables(rows, args.textures, args.detectors, args.budget)
+        main_table, mean_table, kind_table = _tables(rows, args.textures, args.detectors,
+                                                     args.budget)
         _common.write_report(args.out, "Textures with planted defects", {
             "combined": command, **{f"run {i + 1}": s for i, s in enumerate(sources)}},
-            [("Results", main_table), ("Mean over textures", mean_table)])
+            [("Results", main_table), ("Mean over textures", mean_table)]
+            + ([("By kind of defect", KIND_NOTE + kind_table)] if kind_table else []))
         return rows
     _common.setup(args)
     rows = []
@@ -124,12 +140,14 @@ def main(argv=None):
     def report():
         if args.json:
             _common.save_rows(args.json, rows, {"command": command, **settings})
-        main_table, mean_table = _tables([dict(r) for r in rows], args.textures,
-                                         args.detectors, args.budget)
+        main_table, mean_table, kind_table = _tables([dict(r) for r in rows], args.textures,
+                                                     args.detectors, args.budget)
         _common.write_report(args.out, "Textures with planted defects",
                              {"command": command, **settings},
-                             [("Results", main_table), ("Mean over textures", mean_table),
-                              ("Parameters", _common.params_text(cfgs))])
+                             [("Results", main_table), ("Mean over textures", mean_table)]
+                             + ([("By kind of defect", KIND_NOTE + kind_table)]
+                                if kind_table else [])
+                             + [("Parameters", _common.params_text(cfgs))])
 
     cfgs = []
     for texture in args.textures:
@@ -139,7 +157,7 @@ def main(argv=None):
             rows.append({"texture": texture, "detector": BASELINE, "budget": "-",
                          "image score": "max",
                          **_common.baseline_row(data.X_train, data.X_test, data.y_test,
-                                                data.masks_test)})
+                                                data.masks_test, data.kinds_test)})
         for budget in args.budget:
             for name, cls, params in _common.configs(args, args.image_size, budget=budget):
                 if (name, params) not in [(n, p) for n, _, p in cfgs]:
@@ -148,7 +166,8 @@ def main(argv=None):
                 print(f"[{texture}] {name} {budget} ...", flush=True)
                 result = _common.evaluate(cls, params, data.X_train, data.X_test,
                                           data.y_test, data.masks_test,
-                                          image_scores=rules or [])
+                                          image_scores=rules or [],
+                                          kinds_test=data.kinds_test)
                 for rule, row in result:
                     rows.append({"texture": texture, "detector": name, "budget": budget,
                                  "image score": rule or current, **row})

@@ -215,6 +215,12 @@ def make_defects(
     >>> bool(np.all(X_bad[~masks] == X[~masks]))
     True
     """
+    defective, masks, _ = _plant_defects(images, kinds, n_defects, size_range, random_state)
+    return defective, masks
+
+
+def _plant_defects(images, kinds, n_defects, size_range, random_state):
+    """:func:`make_defects`, also returning the kinds planted in each image."""
     work, original = _as_image_stack(images)
     kinds = _check_kinds(kinds)
     lo_n, hi_n = _check_n_defects(n_defects)
@@ -224,11 +230,14 @@ def make_defects(
     n, h, w, c = work.shape
     masks = np.zeros((n, h, w), dtype=bool)
     defective = original.copy()
+    planted = []
     for i in range(n):
         image = work[i]
         mask = masks[i]
+        planted.append([])
         for _ in range(rng.randint(lo_n, hi_n + 1)):
             kind = kinds[rng.randint(len(kinds))]
+            planted[-1].append(kind)
             extent = max(rng.uniform(lo_s, hi_s) * min(h, w), 3.0)
             # Foreign patches are copied from the clean images in ``work``.
             sl, alpha, content = DEFECT_PAINTERS[kind](image, extent, rng, work, i)
@@ -245,7 +254,7 @@ def make_defects(
         else:
             keep = mask[..., None]
         defective[i] = np.where(keep, painted, original[i])
-    return defective, masks
+    return defective, masks, [tuple(k) for k in planted]
 
 
 # --------------------------------------------------------------------------
@@ -299,8 +308,10 @@ def make_texture_defects(
         ``X_train`` (n_train, s, s[, 3]) uint8 normal crops; ``X_test``
         (n_test, s, s[, 3]) uint8; ``y_test`` (n_test,) int, 1 for a
         defective crop, 0 for a normal one; ``masks_test`` (n_test, s, s)
-        bool ground truth (all ``False`` for normal crops); ``texture`` the
-        texture's name.
+        bool ground truth (all ``False`` for normal crops); ``kinds_test`` a
+        list of ``n_test`` tuples, the kinds of the defects planted in each
+        test crop (empty for normal crops), for results by kind of defect;
+        ``texture`` the texture's name.
 
     Notes
     -----
@@ -352,20 +363,20 @@ def make_texture_defects(
     y_test = np.zeros(n_test, dtype=int)
     y_test[bad] = 1
     masks_test = np.zeros((n_test, image_size, image_size), dtype=bool)
+    kinds_test = [()] * n_test
     if n_bad:
-        X_bad, masks_bad = make_defects(
-            X_test[bad],
-            kinds=kinds,
-            n_defects=n_defects,
-            size_range=size_range,
-            random_state=rng,
+        X_bad, masks_bad, kinds_bad = _plant_defects(
+            X_test[bad], kinds, n_defects, size_range, rng
         )
         X_test[bad] = X_bad
         masks_test[bad] = masks_bad
+        for i, planted in zip(bad, kinds_bad):
+            kinds_test[i] = planted
     return Bunch(
         X_train=X_train,
         X_test=X_test,
         y_test=y_test,
         masks_test=masks_test,
+        kinds_test=kinds_test,
         texture=name,
     )
