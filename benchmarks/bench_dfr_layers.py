@@ -133,7 +133,9 @@ def knn_study(args, bank_size=8000):
     each test region is scored by its Euclidean distance to the nearest of
     ``bank_size`` regional vectors drawn at random from the training crops;
     the grid map is upsampled bilinearly.  A layer set whose features do not
-    separate the defects here gives the CAE nothing to learn either.
+    separate the defects here gives the CAE nothing to learn either.  The
+    report gives the measures by kind of defect too
+    (``_common.kind_measures``): which kinds the features can see at all.
     """
     import numpy as np
     import torch
@@ -150,6 +152,7 @@ def knn_study(args, bank_size=8000):
         with torch.inference_mode():
             return torch.cat([rf(tensor(X[i:i + 8])) for i in range(0, len(X), 8)])
 
+    rows = []
     for size in args.sizes:
         for texture in args.textures:
             data = _common.texture_data(texture, size, args.n_train, args.n_test, args.seed)
@@ -163,18 +166,40 @@ def knn_study(args, bank_size=8000):
                 pick = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))
                 bank = bank[pick[:bank_size]]
                 query = test.permute(0, 2, 3, 1).reshape(-1, c)
-                dist = torch.cdist(query, bank).min(dim=1).values
+                dist = torch.cat([torch.cdist(q, bank).min(dim=1).values
+                                  for q in query.split(4096)])
                 grid = dist.reshape(test.shape[0], 1, test.shape[2], test.shape[3])
                 maps = F.interpolate(grid, size=(size, size), mode="bilinear")[:, 0].numpy()
-                norm = F.interpolate(test.norm(dim=1, keepdim=True), size=(size, size),
-                                     mode="bilinear")[:, 0].numpy()
-                # size | layers | texture | pixel AUROC | PRO | image AUROC | c_o |
-                # pixel AUROC of the feature norm as a map
-                print(f"| {size} | {label} | {texture} | "
-                      f"{metrics.pixel_auroc(data.masks_test, maps):.3f} | "
-                      f"{metrics.pro_score(data.masks_test, maps):.3f} | "
-                      f"{metrics.image_auroc(data.y_test, maps.max(axis=(1, 2))):.3f} | {c} | "
-                      f"{metrics.pixel_auroc(data.masks_test, norm):.3f} |", flush=True)
+                scores = maps.max(axis=(1, 2))
+                rows.append({
+                    "size": size, "layers": label, "texture": texture, "c_o": c,
+                    "pixel AUROC": metrics.pixel_auroc(data.masks_test, maps),
+                    "PRO": metrics.pro_score(data.masks_test, maps),
+                    "image AUROC": metrics.image_auroc(data.y_test, scores),
+                    **_common.kind_measures(data.y_test, data.masks_test, data.kinds_test,
+                                            scores, maps)})
+                print(rows[-1], flush=True)
+    kinds = sorted({k[len("pixel AUROC "):] for r in rows for k in r
+                    if k.startswith("pixel AUROC ")})
+    by_kind = tuple(f"pixel AUROC {k}" for k in kinds) + tuple(
+        f"defect pixels {k}" for k in kinds)
+    keys = ["size", "layers", "texture"]
+    _common.write_report(args.out, "DFR's features without training: nearest neighbours", {
+        "reference": f"each test region scored by its distance to the nearest of {bank_size} "
+                     "random training regional vectors of "
+                     "RegionalFeatures('efficientnet_lite0', 'IMAGENET1K_V1', layers, "
+                     "<crop size>); map upsampled bilinearly; image score = its maximum",
+        "data": f"make_texture_defects, {args.n_train} train / {args.n_test} test crops "
+                f"(half defective, every defect kind, default sizes), seed {args.seed}",
+        "by kind": "pixel AUROC <kind>: the defect pixels of the crops with that kind "
+                   "against every defect-free test pixel; defect pixels <kind>: that "
+                   "kind's share of all defect pixels",
+        "command": "OMP_NUM_THREADS=1 python " + shlex.join(
+            ["benchmarks/bench_dfr_layers.py"] + sys.argv[1:]),
+    }, [("Pooled", _common.markdown_table(rows, keys, ("pixel AUROC", "PRO", "image AUROC",
+                                                         "c_o"))),
+        ("By kind of defect", _common.markdown_table(rows, keys, by_kind))])
+    return rows
 
 
 if __name__ == "__main__":

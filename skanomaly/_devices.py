@@ -7,7 +7,7 @@ import os
 
 import torch
 
-__all__ = ["SUPPORTED_DEVICE_TYPES", "exact_float32", "resolve_device", "runtime_device",
+__all__ = ["SUPPORTED_DEVICE_TYPES", "float32_mode", "resolve_device", "runtime_device",
            "seeded"]
 
 
@@ -135,8 +135,9 @@ def seeded(seed, device="cpu"):
 
 
 @contextlib.contextmanager
-def exact_float32(allow_tf32=False):
-    """Run a block with TF32 off (or on) for cuDNN convolutions and CUDA matrix products.
+def float32_mode(tf32=False):
+    """Run a block in IEEE float32 (``tf32=False``) or TF32 (``tf32=True``) for
+    cuDNN convolutions and CUDA matrix products.
 
     On Ampere and newer GPUs cuDNN convolutions default to TF32 (10-bit
     mantissa) arithmetic.  Measured on an H100 (``benchmarks/gpu_check.py``):
@@ -144,7 +145,7 @@ def exact_float32(allow_tf32=False):
     same model scored on the CPU by up to 24 % of the map's range (0.03 at
     the 99.9th percentile; MS-SSIM divides by small local variances), and by
     5e-7 in score without TF32.  ``precision="float32"`` therefore means
-    IEEE float32 at inference, and ``precision="tf32"`` (``allow_tf32=True``)
+    IEEE float32 at inference, and ``precision="tf32"`` (``tf32=True``)
     turns TF32 on for both, for speed: without TF32 the H100 scored SCADN at
     512 px several times slower.  Both flags are restored on exit; on the
     CPU they have no effect.
@@ -153,8 +154,8 @@ def exact_float32(allow_tf32=False):
     matmul = torch.backends.cuda.matmul
     saved = (cudnn.allow_tf32, matmul.allow_tf32)
     try:
-        cudnn.allow_tf32 = bool(allow_tf32)
-        matmul.allow_tf32 = bool(allow_tf32)
+        cudnn.allow_tf32 = bool(tf32)
+        matmul.allow_tf32 = bool(tf32)
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = saved

@@ -34,7 +34,7 @@ from ._callbacks import (  # noqa: F401
 )
 from ._devices import (  # noqa: F401
     SUPPORTED_DEVICE_TYPES,
-    exact_float32,
+    float32_mode,
     resolve_device,
     runtime_device,
     seeded,

@@ -30,7 +30,7 @@ from ._shared_params import (
     fill_shared_doc,
 )
 from ._training import (
-    exact_float32,
+    float32_mode,
     resolve_device,
     runtime_device,
     seeded,
@@ -394,13 +394,13 @@ class BaseDetector(
         :func:`torch.autocast` on the device (CUDA; bfloat16 also on CPU);
         scores and maps are returned in float32 either way.  Training always
         runs in float32.  ``"float32"`` turns TF32 off on CUDA
-        (:func:`skanomaly._training.exact_float32`), so that GPU scores equal
+        (:func:`skanomaly._training.float32_mode`), so that GPU scores equal
         CPU scores to float32 rounding; ``"tf32"`` turns it on (faster on
         Ampere and newer GPUs, as float32 on the CPU).
         """
         precision = getattr(self, "precision", "float32")
         if precision in ("float32", "tf32"):
-            return exact_float32(allow_tf32=precision == "tf32")
+            return float32_mode(tf32=precision == "tf32")
         device_type = torch.device(device).type
         if device_type == "cpu" and precision == "float16":
             raise ValueError(

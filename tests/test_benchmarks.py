@@ -45,3 +45,22 @@ def test_rows_round_trip_through_json(tmp_path):
     assert loaded[0]["image AUROC"] == 0.5 and np.isnan(loaded[0]["PRO"])
     assert "command=x" in settings[0]
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_kind_measures_separate_the_kinds_of_defect():
+    from _common import kind_measures
+
+    masks = np.zeros((4, 4, 4), bool)
+    masks[1, :2, :2] = True  # a scratch, found
+    masks[2, 2:, 2:] = True  # a patch, missed
+    maps = np.zeros((4, 4, 4))
+    maps[1][masks[1]] = 1.0
+    maps[0, 0, 0] = 0.5  # one normal pixel above the missed patch
+    y = np.array([0, 1, 1, 0])
+    kinds = [(), ("scratch",), ("patch",), ()]
+    out = kind_measures(y, masks, kinds, maps.max(axis=(1, 2)), maps)
+    assert out["pixel AUROC scratch"] == 1.0 and out["image AUROC scratch"] == 1.0
+    # Patch pixels (0) against 63 - 8 = 56 defect-free pixels, one of them 0.5.
+    assert out["pixel AUROC patch"] == pytest.approx(0.5 - 0.5 / 56)
+    assert out["image AUROC patch"] == pytest.approx(0.25)
+    assert out["defect pixels scratch"] == out["defect pixels patch"] == 0.5

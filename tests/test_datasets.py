@@ -147,6 +147,24 @@ def test_make_texture_defects():
         make_texture_defects("brick", image_size=300)
 
 
+def test_make_texture_defects_records_the_kinds_planted():
+    data = make_texture_defects("gravel", n_train=2, n_test=24, image_size=32,
+                                n_defects=(1, 2), random_state=1)
+    assert len(data.kinds_test) == 24
+    for y, kinds in zip(data.y_test, data.kinds_test):
+        assert (len(kinds) > 0) == bool(y)
+        assert set(kinds) <= set(DEFECT_KINDS) and len(kinds) <= 2
+    assert {len(k) for k in data.kinds_test} == {0, 1, 2}
+    # A single kind asked for: that kind, and the defects make_defects paints.
+    only = make_texture_defects("gravel", n_train=2, n_test=8, image_size=32,
+                                kinds="smear", random_state=1)
+    assert {k for k in only.kinds_test if k} == {("smear",)}
+    bad = only.y_test == 1
+    clean = make_texture_defects("gravel", n_train=2, n_test=8, image_size=32,
+                                 defect_ratio=0.0, random_state=1)
+    assert np.array_equal(clean.X_test[~bad], only.X_test[~bad])
+
+
 # -------------------------------------------------------------- one_class_split
 
 

@@ -250,7 +250,7 @@ def test_float32_inference_turns_tf32_off_and_restores_it():
         assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
         cudnn.allow_tf32 = matmul.allow_tf32 = True
         with pytest.raises(RuntimeError, match="boom"):
-            with training.exact_float32():
+            with training.float32_mode():
                 raise RuntimeError("boom")
         assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
     finally:
