@@ -24,6 +24,12 @@ safetensors header's ``__metadata__`` under the key ``"skanomaly"``:
 ``versions``
     Versions of skanomaly, torch and scikit-learn that wrote the file.
 
+A :class:`~skanomaly.TiledDetector` is stored as ``detector`` ``"tiled"``
+with its ``params`` (``tile_size``, ``stride``) and ``fitted`` values, the
+parameters of the unfitted detector it was given (``detector_params``), and
+the whole description above of its fitted inner detector (``inner``), whose
+tensors are named ``detector_.<name>``.
+
 :func:`load_detector` reads the JSON and the tensors with the
 ``safetensors`` parser (no pickle, no code named by the file is imported or
 run), rebuilds the detector from the registry through the code paths of
@@ -189,8 +195,8 @@ def save_detector(detector, path):
 
     Parameters
     ----------
-    detector : BaseDetector
-        A fitted, registered detector.
+    detector : BaseDetector or TiledDetector
+        A fitted, registered detector, or a fitted TiledDetector around one.
     path : str or path-like
         File to write (``.skan`` by convention); written to a temporary name
         in the same folder, then renamed, so a failure leaves no partial file.
@@ -208,7 +214,43 @@ def save_detector(detector, path):
     """
     from sklearn.utils.validation import check_is_fitted
 
+    from .tiling import TiledDetector
+
     check_is_fitted(detector)
+    if isinstance(detector, TiledDetector):
+        document, tensors = _describe_tiled(detector)
+    else:
+        document, tensors = _describe(detector)
+    if document["notes"]:
+        warnings.warn(
+            f"{type(detector).__name__}.save: " + "; ".join(document["notes"]) + ".",
+            UserWarning, stacklevel=3,
+        )
+    import sklearn
+
+    from . import __version__
+
+    document = {
+        "format": _FORMAT,
+        "format_version": FORMAT_VERSION,
+        **document,
+        "versions": {
+            "skanomaly": __version__,
+            "torch": torch.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+    }
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata={_METADATA_KEY: json.dumps(document, allow_nan=True)})
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+    return path
+
+
+def _describe(detector):
+    """The JSON description and the tensors of a fitted registered detector."""
     cls = type(detector)
     name = registry_name(detector)
     _check_supported(cls)
@@ -234,35 +276,38 @@ def save_detector(detector, path):
             fitted[attr] = _encode(value, f"fitted attribute {attr!r}")
     for key, t in _network_tensors(detector).items():
         tensors[key] = t.detach().to("cpu", copy=True).contiguous()
-    if notes:
-        warnings.warn(
-            f"{cls.__name__}.save: " + "; ".join(notes) + ".", UserWarning, stacklevel=3
-        )
-    import sklearn
+    document = {"detector": name, "params": params, "fitted": fitted, "arrays": arrays,
+                "notes": notes}
+    return document, tensors
 
-    from . import __version__
 
+#: The registry-free name of a :class:`~skanomaly.TiledDetector` in a model file.
+_TILED = "tiled"
+#: Its fitted values (``threshold_`` is optional) and the prefix of its inner
+#: detector's tensors.
+_TILED_FITTED = ("stride_", "n_features_in_", "input_shape_", "offset_", "threshold_")
+_TILED_PREFIX = "detector_."
+
+
+def _describe_tiled(tiled):
+    """A TiledDetector: its parameters and fitted values, the description of
+    its fitted inner detector (``inner``) and of the unfitted one it was given
+    (``detector``: its ``image_shape`` and ``value_range`` read the images),
+    and the inner detector's tensors under ``detector_.``."""
+    inner, tensors = _describe(tiled.detector_)
+    given, given_notes = _safe_params(tiled.detector)
+    fitted = {a: _encode(getattr(tiled, a), f"fitted attribute {a!r}")
+              for a in _TILED_FITTED if hasattr(tiled, a)}
     document = {
-        "format": _FORMAT,
-        "format_version": FORMAT_VERSION,
-        "detector": name,
-        "params": params,
+        "detector": _TILED,
+        "params": {"tile_size": int(tiled.tile_size),
+                   "stride": None if tiled.stride is None else int(tiled.stride)},
         "fitted": fitted,
-        "arrays": arrays,
-        "notes": notes,
-        "versions": {
-            "skanomaly": __version__,
-            "torch": torch.__version__,
-            "scikit-learn": sklearn.__version__,
-        },
+        "detector_params": {"detector": registry_name(tiled.detector), "params": given},
+        "inner": inner,
+        "notes": sorted(set(inner["notes"]) | set(given_notes)),
     }
-    from safetensors.torch import save
-
-    blob = save(tensors, metadata={_METADATA_KEY: json.dumps(document, allow_nan=True)})
-    path = os.fspath(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(blob)
-    return path
+    return document, {_TILED_PREFIX + k: v for k, v in tensors.items()}
 
 
 # ------------------------------------------------------------------ load
@@ -375,8 +420,9 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _check_base_fitted(path, detector):
-    """Types and consistency of the fitted values every detector has."""
+def _check_base_fitted(path, detector, seeded=True):
+    """Types and consistency of the fitted values every detector has
+    (``seeded=False``: no ``_seed_``, as a TiledDetector)."""
     shape = detector.input_shape_
     if not (
         isinstance(shape, tuple)
@@ -390,7 +436,7 @@ def _check_base_fitted(path, detector):
     for attr in ("offset_", "threshold_"):
         if hasattr(detector, attr) and not _is_number(getattr(detector, attr)):
             raise ValueError(f"{path}: {attr} must be a number.")
-    if not isinstance(detector._seed_, int) or isinstance(detector._seed_, bool):
+    if seeded and (not isinstance(detector._seed_, int) or isinstance(detector._seed_, bool)):
         raise ValueError(f"{path}: _seed_ must be an integer.")
 
 
@@ -404,7 +450,7 @@ def load_detector(path):
 
     Returns
     -------
-    detector : BaseDetector
+    detector : BaseDetector or TiledDetector
         Scores and maps equal those of the saved detector.  A model fitted on
         CUDA is loaded onto the CPU when CUDA is not available (``device_``
         becomes ``"cpu"``).
@@ -430,14 +476,17 @@ def load_detector(path):
     except (SafetensorError, RuntimeError, ValueError) as exc:
         raise ValueError(f"{path} is damaged or truncated: {exc}") from None
     del data
+    if document.get("detector") == _TILED:
+        return _load_tiled(path, document, tensors)
+    return _rebuild(path, document, tensors)
 
-    cls = get_detector(document.get("detector"))
+
+def _unfitted(path, name, params):
+    """The registered detector ``name`` built from the stored ``params``, validated."""
+    cls = get_detector(name)
     _check_supported(cls, ValueError)
-    params = document.get("params")
-    fitted = document.get("fitted")
-    arrays = document.get("arrays")
-    if not all(isinstance(v, dict) for v in (params, fitted, arrays)):
-        raise ValueError(f"{path}: params, fitted and arrays must be JSON objects.")
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: params must be a JSON object.")
     known = set(cls().get_params(deep=False))
     unknown = sorted(set(params) - known)
     if unknown:
@@ -448,6 +497,22 @@ def load_detector(path):
     detector = cls(**{k: _decode(v, f"parameter {k!r}") for k, v in params.items()})
     detector._validate_params()
     detector._check_params()
+    return detector
+
+
+def _rebuild(path, document, tensors):
+    """A fitted registered detector from its description and tensors (all used)."""
+    from ._training import runtime_device, seeded
+
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: a detector's description must be a JSON object.")
+    cls = get_detector(document.get("detector"))
+    params = document.get("params")
+    fitted = document.get("fitted")
+    arrays = document.get("arrays")
+    if not all(isinstance(v, dict) for v in (params, fitted, arrays)):
+        raise ValueError(f"{path}: params, fitted and arrays must be JSON objects.")
+    detector = _unfitted(path, document.get("detector"), params)
 
     allowed = set(_fitted_names(cls))
     names = set(fitted) | set(arrays)
@@ -498,6 +563,48 @@ def load_detector(path):
     return detector
 
 
+def _load_tiled(path, document, tensors):
+    """A fitted TiledDetector (see :func:`_describe_tiled`)."""
+    from .tiling import TiledDetector
+
+    params, fitted = document.get("params"), document.get("fitted")
+    given, inner = document.get("detector_params"), document.get("inner")
+    if not all(isinstance(v, dict) for v in (params, fitted, given, inner)):
+        raise ValueError(f"{path}: params, fitted, detector_params and inner must be "
+                         f"JSON objects.")
+    unknown = sorted((set(params) - {"tile_size", "stride"}) | (set(fitted) - set(_TILED_FITTED)))
+    if unknown:
+        raise ValueError(f"{path} names values unknown to TiledDetector: {unknown}.")
+    if given.get("detector") != inner.get("detector"):
+        raise ValueError(f"{path}: the tiled detector's kinds disagree.")
+    outside = sorted(k for k in tensors if not k.startswith(_TILED_PREFIX))
+    if outside:
+        raise ValueError(f"{path}: unexpected tensor {outside[0]!r}. The file is damaged "
+                         f"or was modified.")
+    start = len(_TILED_PREFIX)
+    detector_ = _rebuild(path, inner, {k[start:]: v for k, v in tensors.items()})
+    tiled = TiledDetector(
+        detector=_unfitted(path, given.get("detector"), given.get("params")),
+        **{k: _decode(v, f"parameter {k!r}") for k, v in params.items()},
+    )
+    tiled._validate_params()
+    stride = tiled._check_params()
+    values = {a: _decode(v, f"fitted attribute {a!r}") for a, v in fitted.items()}
+    missing = [a for a in _TILED_FITTED[:-1] if a not in values]
+    if missing:
+        raise ValueError(f"{path} lacks the fitted values {missing}.")
+    if values["stride_"] != stride:
+        raise ValueError(f"{path}: stride_ {values['stride_']!r} does not match the "
+                         f"parameters (stride {stride}).")
+    for attr, value in values.items():
+        setattr(tiled, attr, value)
+    tiled.detector_ = detector_
+    _check_base_fitted(path, tiled, seeded=False)
+    if tiled.tile_size > min(tiled.input_shape_[:2]):
+        raise ValueError(f"{path}: tile_size exceeds the training images' size.")
+    return tiled
+
+
 def load(path):
     """Load a detector saved with ``det.save(path)`` (``skanomaly.load``).
 
@@ -508,7 +615,7 @@ def load(path):
 
     Returns
     -------
-    detector : BaseDetector
+    detector : BaseDetector or TiledDetector
         The fitted detector; its scores and maps equal the saved one's.
 
     Raises

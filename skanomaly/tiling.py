@@ -239,6 +239,42 @@ class TiledDetector(ScoringAPIMixin, OutlierMixin, TransformerMixin, BaseEstimat
         self.tile_size = tile_size
         self.stride = stride
 
+    def save(self, path):
+        """Save the fitted wrapper and its inner detector to one pickle-free file.
+
+        The safe model format of :meth:`skanomaly.base.BaseDetector.save`:
+        the inner detector's tensors and description, ``tile_size``,
+        ``stride`` and the wrapper's fitted values; :func:`skanomaly.load`
+        returns a ``TiledDetector`` that scores exactly as this one.
+
+        Parameters
+        ----------
+        path : str or path-like
+            File to write (``.skan`` by convention), written to a temporary
+            name and renamed.
+
+        Returns
+        -------
+        path : str
+            The file written.
+        """
+        from .persistence import save_detector
+
+        return save_detector(self, path)
+
+    def __sklearn_tags__(self):
+        # The images are the inner detector's: its input tags (value range,
+        # no NaN, 3-D arrays) and its output dtype (float32 maps).
+        tags = super().__sklearn_tags__()
+        inner = getattr(self.detector, "__sklearn_tags__", None)
+        inner = inner() if inner is not None else None
+        if inner is not None:
+            tags.input_tags = inner.input_tags
+            if inner.transformer_tags is not None:
+                tags.transformer_tags.preserves_dtype = list(
+                    inner.transformer_tags.preserves_dtype)
+        return tags
+
     # ------------------------------------------------------------ helpers
     def _check_params(self):
         """The stride actually used; a ValueError when tiles would leave gaps."""

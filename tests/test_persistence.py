@@ -192,6 +192,64 @@ def test_tampered_file_refused(tampered, edit, message, monkeypatch):
     assert message in str(info.value).replace(str(path), "")
 
 
+@pytest.fixture(scope="module")
+def tiled_saved(tmp_path_factory):
+    """A fitted TiledDetector around DFR (full resolution tiles) and its file."""
+    rng = np.random.default_rng(5)
+    X = rng.uniform(size=(3, 48, 40)).astype(np.float32)
+    inner = make_detector("dfr", image_size=None, value_range=(0, 1))
+    det = skanomaly.TiledDetector(inner, tile_size=24, stride=16).fit(X)
+    path = tmp_path_factory.mktemp("tiled") / "tiled.skan"
+    det.save(path)
+    return det, path, X
+
+
+def test_tiled_detector_round_trip_without_unpickling(tiled_saved, monkeypatch):
+    det, path, X = tiled_saved
+    _forbid_unpickling(monkeypatch)
+    loaded = skanomaly.load(path)
+    assert type(loaded) is skanomaly.TiledDetector
+    def params(d):  # deep: the inner detector's too, as detector__<name>
+        return {k: v for k, v in d.get_params().items() if k != "detector"}
+
+    assert params(loaded) == params(det)
+    assert loaded.detector_.get_params() == det.detector_.get_params()
+    for attr in ("stride_", "offset_", "threshold_", "input_shape_", "n_features_in_"):
+        assert getattr(loaded, attr) == getattr(det, attr)
+    s0, m0 = det.score_and_transform(X)
+    s1, m1 = loaded.score_and_transform(X)
+    np.testing.assert_array_equal(s1, s0)
+    np.testing.assert_array_equal(m1, m0)
+    np.testing.assert_array_equal(loaded.segment(X), det.segment(X))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t, d: d["params"].update(evil=1), "unknown to TiledDetector: ['evil']"),
+        (lambda t, d: d["fitted"].update(stride_=8), "stride_ 8 does not match"),
+        (lambda t, d: d["fitted"].pop("offset_"), "lacks the fitted values ['offset_']"),
+        (lambda t, d: d["params"].update(tile_size=64), "tile_size exceeds"),
+        (lambda t, d: d["detector_params"].update(detector="scadn"), "kinds disagree"),
+        (lambda t, d: d["inner"]["params"].update(evil=1), "unknown to DFRDetector"),
+        (lambda t, d: t.update({"net_.module_.encoder.0.bias": torch.zeros(1)}),
+         "unexpected tensor 'net_.module_.encoder.0.bias'"),
+        (lambda t, d: t.pop("detector_.net_.module_.decoder.0.bias"),
+         "missing tensor 'net_.module_.decoder.0.bias'"),
+    ],
+)
+def test_tampered_tiled_file_refused(tiled_saved, tmp_path, edit, message, monkeypatch):
+    _, path, _ = tiled_saved
+    tensors, document = _read(path)
+    edit(tensors, document)
+    out = tmp_path / "tampered.skan"
+    _write(out, tensors, document)
+    _forbid_unpickling(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        skanomaly.load(out)
+    assert message in str(info.value).replace(str(out), "")
+
+
 def test_truncated_file_refused(saved, tmp_path):
     _, path = saved("dfr")
     blob = path.read_bytes()

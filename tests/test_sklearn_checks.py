@@ -1,4 +1,4 @@
-"""scikit-learn's own estimator checks over every registered detector.
+"""scikit-learn's own estimator checks over every registered detector and TiledDetector.
 
 Detectors take images; scikit-learn's checks pass tabular data.  Each
 detector runs with ``image_shape=(1, -1)`` (every row of ``n_features``
@@ -13,6 +13,7 @@ pyproject.toml) makes an unexpected pass fail, so the list stays honest.
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from skanomaly import TiledDetector
 from skanomaly.registry import detector_names, registry_name
 from tests.detectors import make_detector
 
@@ -48,4 +49,20 @@ ESTIMATORS = [
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed)
 def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+#: TiledDetector around DFR: each 1 x n_features row is cut into 1 x 1 tiles
+#: (``tile_size=1``), each resized to the inner detector's working size.
+TILED = TiledDetector(
+    make_detector("dfr", image_shape=(1, -1), value_range=(-100, 200), image_size=16,
+                  max_epochs=1, contamination=0.1),
+    tile_size=1,
+)
+
+
+@parametrize_with_checks(
+    [TILED], expected_failed_checks=lambda est: {"check_dtype_object": _OBJECT_DTYPE}
+)
+def test_tiled_detector_sklearn_compatible(estimator, check):
     check(estimator)
