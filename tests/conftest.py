@@ -53,3 +53,14 @@ def pytest_make_collect_report(collector):
     if _missing(report):
         report.outcome = "failed"
         report.longrepr = f"required test dependency missing in CI: {report.longrepr}"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests: tiny networks gain nothing
+    from threads on the shared 2-core machine, and OpenMP spinning makes
+    them up to 10x slower (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

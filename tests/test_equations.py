@@ -23,13 +23,8 @@ from skanomaly.inpainting._estimator import largest_component_level
 from skanomaly.scadn.masks import striped_masks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks gain nothing from threads on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One intra-op thread (tests/conftest.py: one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n, size, channels=None, seed=0):

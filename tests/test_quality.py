@@ -22,7 +22,6 @@ rule.
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 from skanomaly import IGDDetector, InpaintingAE, SCADNDetector
@@ -34,13 +33,8 @@ from tests.baseline import mean_image_baseline
 MARGIN = 0.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small networks on a shared 2-core machine: threads only add contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One intra-op thread (tests/conftest.py: one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def shifted_digits(digit, *, n_train=100, n_test_normal=60, n_anomalies=60, shift=5,

@@ -35,14 +35,8 @@ from skanomaly.scadn.torch_model import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tiny nets gain nothing from intra-op threads, and on a shared
-    # 2-core machine OpenMP spinning makes them up to 10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One intra-op thread (tests/conftest.py: one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------- masks
