@@ -149,7 +149,7 @@ def main(argv=None):
                 rows.append((f"{label}, NumPy in", rate, diff))
                 chunk = max(8, -(-n // (2 * n_workers)) // 8 * 8)
                 held = client.persist(da.from_array(X, chunks=(chunk, *X.shape[1:])))
-                rate, got = best_rate(lambda: score(detector, held, client), n, args.repeats)
+                rate, got = best_rate(lambda h=held: score(detector, h, client), n, args.repeats)
                 diff = float(np.max(np.abs(got - reference)))
                 rows.append(
                     (f"{label}, Dask array held by the workers (chunks of {chunk})",

@@ -465,8 +465,6 @@ def load_detector(path):
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
-    from ._training import runtime_device, seeded
-
     path = os.fspath(path)
     with open(path, "rb") as fh:
         data = fh.read()
@@ -506,13 +504,14 @@ def _rebuild(path, document, tensors):
 
     if not isinstance(document, dict):
         raise ValueError(f"{path}: a detector's description must be a JSON object.")
-    cls = get_detector(document.get("detector"))
+    get_detector(document.get("detector"))  # an unknown name first, whatever else is wrong
     params = document.get("params")
     fitted = document.get("fitted")
     arrays = document.get("arrays")
     if not all(isinstance(v, dict) for v in (params, fitted, arrays)):
         raise ValueError(f"{path}: params, fitted and arrays must be JSON objects.")
     detector = _unfitted(path, document.get("detector"), params)
+    cls = type(detector)
 
     allowed = set(_fitted_names(cls))
     names = set(fitted) | set(arrays)
