@@ -172,10 +172,10 @@ def kind_measures(y_test, masks_test, kinds_test, scores, maps):
     masks = np.asarray(masks_test, dtype=bool)
     maps = np.asarray(maps, dtype=np.float64)
     negatives = maps[~masks]
+    normal = y_test == 0
     out = {}
     for kind in sorted({k[0] for k in kinds_test if len(k) == 1}):
         crops = np.array([tuple(k) == (kind,) for k in kinds_test])
-        normal = y_test == 0
         out[f"image AUROC {kind}"] = float(roc_auc_score(
             np.r_[np.ones(crops.sum()), np.zeros(normal.sum())],
             np.r_[scores[crops], scores[normal]]))
@@ -185,6 +185,14 @@ def kind_measures(y_test, masks_test, kinds_test, scores, maps):
             np.r_[positives, negatives]))
         out[f"defect pixels {kind}"] = float(len(positives) / max(1, masks.sum()))
     return out
+
+
+def kind_columns(rows, measures=("pixel AUROC", "image AUROC", "defect pixels")):
+    """The columns of :func:`kind_measures` found in ``rows``: each of
+    ``measures`` for every kind of defect, measure by measure."""
+    kinds = sorted({k[len("pixel AUROC "):] for r in rows for k in r
+                    if k.startswith("pixel AUROC ")})
+    return tuple(f"{m} {k}" for m in measures for k in kinds)
 
 
 def evaluate(cls, params, X_train, X_test, y_test, masks_test=None, image_scores=None,

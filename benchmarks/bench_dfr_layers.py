@@ -179,10 +179,7 @@ def knn_study(args, bank_size=8000):
                     **_common.kind_measures(data.y_test, data.masks_test, data.kinds_test,
                                             scores, maps)})
                 print(rows[-1], flush=True)
-    kinds = sorted({k[len("pixel AUROC "):] for r in rows for k in r
-                    if k.startswith("pixel AUROC ")})
-    by_kind = tuple(f"pixel AUROC {k}" for k in kinds) + tuple(
-        f"defect pixels {k}" for k in kinds)
+    by_kind = _common.kind_columns(rows, ("pixel AUROC", "defect pixels"))
     keys = ["size", "layers", "texture"]
     _common.write_report(args.out, "DFR's features without training: nearest neighbours", {
         "reference": f"each test region scored by its distance to the nearest of {bank_size} "

@@ -63,8 +63,9 @@ def _image_score_variants(cls, params):
     return [s for s in IMAGE_SCORES[1:] if s != current], current
 
 
-def _tables(rows, textures, detectors, budgets):
-    """Main table (every combination, "not run" where none ran) and means."""
+def _sections(rows, textures, detectors, budgets):
+    """The report's tables: every combination ("not run" where none ran), the
+    means over textures and, for rows that have them, the measures by kind."""
     for row in rows:  # margin over the baseline of the same texture
         base = [r for r in rows if r["texture"] == row["texture"] and r["detector"] == BASELINE]
         value = row.get("image AUROC")
@@ -95,13 +96,12 @@ def _tables(rows, textures, detectors, budgets):
     # The detector's own image score (the other rules' rows copy its map measures).
     by_kind = [r for r in rows if any(k.startswith("pixel AUROC ") for k in r)
                and (r["image score"] == "auto" or r["detector"] == BASELINE)]
-    kinds = sorted({k[len("pixel AUROC "):] for r in by_kind for k in r
-                    if k.startswith("pixel AUROC ")})
-    kind_cols = tuple(f"{m} {k}" for m in ("pixel AUROC", "image AUROC") for k in kinds) + tuple(
-        f"defect pixels {k}" for k in kinds)
-    return (_common.markdown_table(table, KEYS, MEASURES),
-            _common.markdown_table(means, KEYS[1:], MEASURES),
-            _common.markdown_table(by_kind, KEYS[:3], kind_cols) if by_kind else "")
+    sections = [("Results", _common.markdown_table(table, KEYS, MEASURES)),
+                ("Mean over textures", _common.markdown_table(means, KEYS[1:], MEASURES))]
+    if by_kind:
+        sections.append(("By kind of defect", KIND_NOTE + _common.markdown_table(
+            by_kind, KEYS[:3], _common.kind_columns(by_kind))))
+    return sections
 
 
 def main(argv=None):
@@ -127,12 +127,9 @@ def main(argv=None):
     }
     if args.combine:
         rows, sources = _common.load_rows(args.combine)
-        main_table, mean_table, kind_table = _tables(rows, args.textures, args.detectors,
-                                                     args.budget)
         _common.write_report(args.out, "Textures with planted defects", {
             "combined": command, **{f"run {i + 1}": s for i, s in enumerate(sources)}},
-            [("Results", main_table), ("Mean over textures", mean_table)]
-            + ([("By kind of defect", KIND_NOTE + kind_table)] if kind_table else []))
+            _sections(rows, args.textures, args.detectors, args.budget))
         return rows
     _common.setup(args)
     rows = []
@@ -140,13 +137,10 @@ def main(argv=None):
     def report():
         if args.json:
             _common.save_rows(args.json, rows, {"command": command, **settings})
-        main_table, mean_table, kind_table = _tables([dict(r) for r in rows], args.textures,
-                                                     args.detectors, args.budget)
         _common.write_report(args.out, "Textures with planted defects",
                              {"command": command, **settings},
-                             [("Results", main_table), ("Mean over textures", mean_table)]
-                             + ([("By kind of defect", KIND_NOTE + kind_table)]
-                                if kind_table else [])
+                             _sections([dict(r) for r in rows], args.textures,
+                                       args.detectors, args.budget)
                              + [("Parameters", _common.params_text(cfgs))])
 
     cfgs = []

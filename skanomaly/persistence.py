@@ -285,7 +285,8 @@ def _describe(detector):
 _TILED = "tiled"
 #: Its fitted values (``threshold_`` is optional) and the prefix of its inner
 #: detector's tensors.
-_TILED_FITTED = ("stride_", "n_features_in_", "input_shape_", "offset_", "threshold_")
+_TILED_REQUIRED = ("stride_", "n_features_in_", "input_shape_", "offset_")
+_TILED_FITTED = _TILED_REQUIRED + ("threshold_",)
 _TILED_PREFIX = "detector_."
 
 
@@ -479,9 +480,8 @@ def load_detector(path):
     return _rebuild(path, document, tensors)
 
 
-def _unfitted(path, name, params):
-    """The registered detector ``name`` built from the stored ``params``, validated."""
-    cls = get_detector(name)
+def _unfitted(path, cls, params):
+    """The detector class ``cls`` built from the stored ``params``, validated."""
     _check_supported(cls, ValueError)
     if not isinstance(params, dict):
         raise ValueError(f"{path}: params must be a JSON object.")
@@ -504,14 +504,13 @@ def _rebuild(path, document, tensors):
 
     if not isinstance(document, dict):
         raise ValueError(f"{path}: a detector's description must be a JSON object.")
-    get_detector(document.get("detector"))  # an unknown name first, whatever else is wrong
+    cls = get_detector(document.get("detector"))
     params = document.get("params")
     fitted = document.get("fitted")
     arrays = document.get("arrays")
     if not all(isinstance(v, dict) for v in (params, fitted, arrays)):
         raise ValueError(f"{path}: params, fitted and arrays must be JSON objects.")
-    detector = _unfitted(path, document.get("detector"), params)
-    cls = type(detector)
+    detector = _unfitted(path, cls, params)
 
     allowed = set(_fitted_names(cls))
     names = set(fitted) | set(arrays)
@@ -583,13 +582,13 @@ def _load_tiled(path, document, tensors):
     start = len(_TILED_PREFIX)
     detector_ = _rebuild(path, inner, {k[start:]: v for k, v in tensors.items()})
     tiled = TiledDetector(
-        detector=_unfitted(path, given.get("detector"), given.get("params")),
+        detector=_unfitted(path, get_detector(given.get("detector")), given.get("params")),
         **{k: _decode(v, f"parameter {k!r}") for k, v in params.items()},
     )
     tiled._validate_params()
     stride = tiled._check_params()
     values = {a: _decode(v, f"fitted attribute {a!r}") for a, v in fitted.items()}
-    missing = [a for a in _TILED_FITTED[:-1] if a not in values]
+    missing = [a for a in _TILED_REQUIRED if a not in values]
     if missing:
         raise ValueError(f"{path} lacks the fitted values {missing}.")
     if values["stride_"] != stride:
