@@ -12,6 +12,7 @@ import os
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from skorch.callbacks import Callback
 
 from ._docstrings import fill_markers
@@ -19,6 +20,7 @@ from .image_scores import IMAGE_SCORES_DOC
 
 __all__ = [
     "MAX_IMAGE_SIZE",
+    "NoBoolNumbersMixin",
     "SCORED_IMAGES_DOC",
     "SEGMENT_DOC",
     "SHARED_PARAMETERS_DOC",
@@ -54,6 +56,33 @@ def _check_working_size(image_size):
             f"{MAX_IMAGE_SIZE}; anomaly detectors usually work at 128-512 px (resize "
             f"or tile large images)."
         )
+
+
+class NoBoolNumbersMixin:
+    """``_validate_params`` that also refuses ``True``/``False`` for numbers.
+
+    scikit-learn's ``Interval`` constraints accept booleans (``bool`` is an
+    ``Integral``), so ``max_epochs=True`` would silently train one epoch and
+    ``lr=True`` use a rate of 1.  Every parameter whose constraints hold a
+    numeric ``Interval`` and not ``"boolean"`` refuses a bool here, with an
+    :class:`~sklearn.utils._param_validation.InvalidParameterError` (a
+    ``ValueError`` and ``TypeError``) naming it.
+    """
+
+    def _validate_params(self):
+        super()._validate_params()
+        params = self.get_params(deep=False)
+        for name, constraints in self._parameter_constraints.items():
+            value = params.get(name)
+            if not isinstance(value, (bool, np.bool_)) or "boolean" in constraints:
+                continue
+            intervals = [c for c in constraints if isinstance(c, Interval)]
+            if intervals:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be "
+                    f"{intervals[0]}, got the bool {value!r}; pass a number "
+                    f"(booleans are not read as 0 or 1)."
+                )
 
 
 def _check_real(value, name):

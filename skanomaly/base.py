@@ -24,6 +24,7 @@ from skorch import NeuralNet
 
 from .image_scores import IMAGE_SCORES, reduce_maps
 from ._shared_params import (
+    NoBoolNumbersMixin,
     _check_callbacks,
     _check_contamination,
     _check_working_size,
@@ -70,6 +71,7 @@ def assign_parameters(estimator, arguments):
 
 
 class BaseDetector(
+    NoBoolNumbersMixin,
     WorkingSizeMixin,
     ScoringAPIMixin,
     OutlierMixin,

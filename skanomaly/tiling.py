@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._scoring_api import ScoringAPIMixin
+from ._shared_params import NoBoolNumbersMixin
 from .thresholds import StreamingFPRThreshold
 from .validation import check_images
 
@@ -135,7 +136,7 @@ class _TileSequence:
         return np.stack([self._one(k) for k in indices])
 
 
-class TiledDetector(ScoringAPIMixin, OutlierMixin, TransformerMixin, BaseEstimator):
+class TiledDetector(NoBoolNumbersMixin, ScoringAPIMixin, OutlierMixin, TransformerMixin, BaseEstimator):
     """Train and score a detector on overlapping tiles of large images.
 
     ``fit`` trains a clone of ``detector`` on the overlapping square tiles of

@@ -18,6 +18,7 @@ from PIL import Image
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.history import History
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 import skanomaly._training as training
@@ -26,6 +27,8 @@ from skanomaly._shared_params import MAX_IMAGE_SIZE, _check_working_size
 from skanomaly.thresholds import StreamingFPRThreshold
 from skanomaly.cli import main
 from skanomaly.datasets import read_images
+from skanomaly.registry import detector_names, get_detector
+from skanomaly.tiling import TiledDetector
 from skanomaly.validation import check_images
 from tests.detectors import make_detector, registered
 
@@ -426,6 +429,48 @@ def test_segment_threshold_is_checked(fitted, threshold, kind):
 def test_dfr_boolean_scales_are_refused(scales):
     with pytest.raises(TypeError, match="scales"):
         make_detector("dfr", scales=scales).fit(_images(4))
+
+
+def _numeric_parameters(cls):
+    """Names of ``cls``'s parameters constrained by a numeric ``Interval``
+    and not also allowed to be a boolean."""
+    return sorted(
+        name for name, constraints in cls._parameter_constraints.items()
+        if "boolean" not in constraints
+        and any(isinstance(c, Interval) for c in constraints)
+    )
+
+
+def _numeric_parameter_cases():
+    cases = []
+    for name in detector_names():
+        for param in _numeric_parameters(get_detector(name)):
+            cases.append(pytest.param(name, param, id=f"{name}-{param}"))
+    for param in _numeric_parameters(TiledDetector):
+        cases.append(pytest.param("tiled", param, id=f"tiled-{param}"))
+    return cases
+
+
+@pytest.mark.parametrize("name, param", _numeric_parameter_cases())
+@pytest.mark.parametrize("value", [True, False])
+def test_booleans_are_refused_for_numeric_parameters(name, param, value):
+    # bool is an Integral: scikit-learn's Interval alone would read
+    # max_epochs=True as 1 epoch and lr=True as a rate of 1.
+    if name == "tiled":
+        det = TiledDetector(make_detector("dfr"), tile_size=16)
+    else:
+        det = make_detector(name)
+    det.set_params(**{param: value})
+    with pytest.raises(ValueError, match=rf"'{param}' parameter .*(bool {value}|Got {value})"):
+        det.fit(_images(4))
+    _assert_unfitted(det)
+
+
+def test_numeric_parameter_cases_cover_the_counts_and_rates():
+    cases = {tuple(c.values) for c in _numeric_parameter_cases()}
+    for name in detector_names():
+        assert {(name, "max_epochs"), (name, "batch_size"), (name, "lr")} <= cases
+    assert ("dfr", "vector_batch_size") in cases and ("tiled", "tile_size") in cases
 
 
 @pytest.mark.parametrize("n, fraction", [(1, 0.5), (4, 0.9), (2, 0.6)])
