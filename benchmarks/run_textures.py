@@ -49,7 +49,11 @@ KIND_NOTE = (
     "AUROC <kind>: those crops against the normal crops; defect pixels <kind>: that "
     "kind's share of all defect pixels.  Runs made before kinds were recorded have "
     "no row here.\n\n")
-MEASURES = ("image AUROC", "vs baseline", "pixel AUROC", "PRO", "fit s", "score s")
+MEASURES = ("image AUROC", "SE", "vs baseline", "pixel AUROC", "PRO", "fit s", "score s")
+SE_NOTE = (
+    "SE: the image AUROC's standard error (Hanley & McNeil 1982, from the numbers of "
+    "normal and defective test crops); a margin over the baseline has up to sqrt(2) "
+    "times it (less when the two detectors' scores agree).\n\n")
 
 
 def _image_score_variants(cls, params):
@@ -63,9 +67,15 @@ def _image_score_variants(cls, params):
     return [s for s in IMAGE_SCORES[1:] if s != current], current
 
 
-def _sections(rows, textures, detectors, budgets):
+def _sections(rows, textures, detectors, budgets, n_test):
     """The report's tables: every combination ("not run" where none ran), the
-    means over textures and, for rows that have them, the measures by kind."""
+    means over textures and, for rows that have them, the measures by kind.
+    Rows without test counts (older runs) had ``n_test`` crops, half
+    defective."""
+    for row in rows:
+        n_bad = row.get("n defective", n_test // 2)
+        n_good = row.get("n normal", n_test - n_test // 2)
+        row["SE"] = _common.auroc_se(row.get("image AUROC", np.nan), n_bad, n_good)
     for row in rows:  # margin over the baseline of the same texture
         base = [r for r in rows if r["texture"] == row["texture"] and r["detector"] == BASELINE]
         value = row.get("image AUROC")
@@ -96,7 +106,7 @@ def _sections(rows, textures, detectors, budgets):
     # The detector's own image score (the other rules' rows copy its map measures).
     by_kind = [r for r in rows if any(k.startswith("pixel AUROC ") for k in r)
                and (r["image score"] == "auto" or r["detector"] == BASELINE)]
-    sections = [("Results", _common.markdown_table(table, KEYS, MEASURES)),
+    sections = [("Results", SE_NOTE + _common.markdown_table(table, KEYS, MEASURES)),
                 ("Mean over textures", _common.markdown_table(means, KEYS[1:], MEASURES))]
     if by_kind:
         sections.append(("By kind of defect", KIND_NOTE + _common.markdown_table(
@@ -129,7 +139,7 @@ def main(argv=None):
         rows, sources = _common.load_rows(args.combine)
         _common.write_report(args.out, "Textures with planted defects", {
             "combined": command, **{f"run {i + 1}": s for i, s in enumerate(sources)}},
-            _sections(rows, args.textures, args.detectors, args.budget))
+            _sections(rows, args.textures, args.detectors, args.budget, args.n_test))
         return rows
     _common.setup(args)
     rows = []
@@ -140,7 +150,7 @@ def main(argv=None):
         _common.write_report(args.out, "Textures with planted defects",
                              {"command": command, **settings},
                              _sections([dict(r) for r in rows], args.textures,
-                                       args.detectors, args.budget)
+                                       args.detectors, args.budget, args.n_test)
                              + [("Parameters", _common.params_text(cfgs))])
 
     cfgs = []
