@@ -17,6 +17,19 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
+
+def batches_per_epoch(net, dataset_train):
+    """Training batches in one epoch of ``net`` over ``dataset_train``.
+
+    A net may batch its training data otherwise than by its ``batch_size``
+    (DFR's ``vector_batch_size`` sets the training iterator's): the training
+    iterator's batch size counts.
+    """
+    if not dataset_train:
+        return 0
+    batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
+    return math.ceil(len(dataset_train) / batch_size)
+
 __all__ = [
     "FiniteLossGuard",
     "FitProgressBar",
@@ -180,7 +193,7 @@ class FitProgressBar(Callback):
         if self._bar is None:
             from tqdm.auto import tqdm
 
-            per_epoch = math.ceil(len(dataset_train) / net.batch_size) if dataset_train else 0
+            per_epoch = batches_per_epoch(net, dataset_train)
             remaining = net.max_epochs - (len(net.history) - 1)
             self._bar = tqdm(total=per_epoch * max(1, remaining), desc=self.desc, unit="batch")
 
@@ -243,7 +256,7 @@ class FitTimeEstimate(Callback):
 
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         if self._per_epoch is None and dataset_train is not None:
-            self._per_epoch = math.ceil(len(dataset_train) / net.batch_size)
+            self._per_epoch = batches_per_epoch(net, dataset_train)
             self._epochs = net.max_epochs - (len(net.history) - 1)
 
     def on_batch_begin(self, net, training=None, **kwargs):

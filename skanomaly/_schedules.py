@@ -18,6 +18,8 @@ import math
 
 from skorch.callbacks import Callback
 
+from ._callbacks import batches_per_epoch
+
 __all__ = ["BatchLRSchedule", "WarmupCosineLR", "net_optimizers"]
 
 
@@ -54,10 +56,7 @@ class BatchLRSchedule(Callback):
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         if self.total_steps_ is None:
-            # A net may batch its training data differently from its
-            # batch_size (DFR's vector_batch_size): the training iterator's.
-            batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
-            per_epoch = math.ceil(len(dataset_train) / batch_size)
+            per_epoch = batches_per_epoch(net, dataset_train)
             self.total_steps_ = max(1, per_epoch * net.max_epochs)
 
     def factor(self, t):  # pragma: no cover - abstract

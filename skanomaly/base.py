@@ -238,19 +238,29 @@ class BaseDetector(
                 f"callback, or remove the callback."
             )
 
+    def _training_samples(self, images):
+        """``(count, unit)`` of the samples the training split divides: the
+        images (a detector that trains on parts of them overrides this)."""
+        return images.n_images, "training image(s)"
+
     def _check_training_set(self, images):
-        """Checks that need the number of training images (``validation_fraction``)."""
+        """Checks that need the number of training samples (``validation_fraction``)."""
         fraction = self._validation_fraction()
         if not fraction:
             return
-        n = images.n_images
+        n, unit = self._training_samples(images)
         n_valid = int(np.ceil(float(fraction) * n))
         if n - n_valid < 1:
-            most = f"at most {(n - 1) / n:.4g} for {n} images" if n > 1 else "None"
+            most = f"at most {(n - 1) / n:.4g} for {n}" if n > 1 else "None"
+            if getattr(self, "validation_fraction", None) is not None:
+                source = f"validation_fraction={fraction!r}"
+                fix = f"lower validation_fraction ({most})"
+            else:
+                source = f"early_stopping=True (validation_fraction=None: a share of {fraction!r})"
+                fix = f"set a lower validation_fraction ({most}), turn early_stopping off"
             raise ValueError(
-                f"validation_fraction={fraction!r} holds out {n_valid} of the {n} "
-                f"training image(s) and leaves none to train on; lower "
-                f"validation_fraction ({most}) or pass more images."
+                f"{source} holds out {n_valid} of the {n} {unit} and leaves none to "
+                f"train on; {fix} or pass more images."
             )
 
     def _fit(self, images, **checked):  # pragma: no cover - abstract

@@ -40,6 +40,7 @@ tensor names, shapes and dtypes of the freshly built networks.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import struct
@@ -295,6 +296,12 @@ def _describe_tiled(tiled):
     its fitted inner detector (``inner``) and of the unfitted one it was given
     (``detector``: its ``image_shape`` and ``value_range`` read the images),
     and the inner detector's tensors under ``detector_.``."""
+    if registry_name(tiled.detector) != registry_name(tiled.detector_):
+        raise ValueError(
+            f"This TiledDetector was fitted with a {type(tiled.detector_).__name__} but its "
+            f"detector parameter is now a {type(tiled.detector).__name__}; fit it again "
+            f"before saving (or set the detector it was fitted with back)."
+        )
     inner, tensors = _describe(tiled.detector_)
     given, given_notes = _safe_params(tiled.detector)
     fitted = {a: _encode(getattr(tiled, a), f"fitted attribute {a!r}")
@@ -418,7 +425,9 @@ def _check_tensors(path, found, expected):
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A finite real number (a bool is not one)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _check_base_fitted(path, detector, seeded=True):
@@ -436,9 +445,12 @@ def _check_base_fitted(path, detector, seeded=True):
         raise ValueError(f"{path}: n_features_in_ does not match input_shape_ {shape}.")
     for attr in ("offset_", "threshold_"):
         if hasattr(detector, attr) and not _is_number(getattr(detector, attr)):
-            raise ValueError(f"{path}: {attr} must be a number.")
+            raise ValueError(f"{path}: {attr} must be a finite number.")
     if seeded and (not isinstance(detector._seed_, int) or isinstance(detector._seed_, bool)):
         raise ValueError(f"{path}: _seed_ must be an integer.")
+    epochs = getattr(detector, "n_epochs_", 0)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"{path}: n_epochs_ must be a count of epochs, got {epochs!r}.")
 
 
 def load_detector(path):
@@ -591,7 +603,7 @@ def _load_tiled(path, document, tensors):
     missing = [a for a in _TILED_REQUIRED if a not in values]
     if missing:
         raise ValueError(f"{path} lacks the fitted values {missing}.")
-    if values["stride_"] != stride:
+    if type(values["stride_"]) is not int or values["stride_"] != stride:
         raise ValueError(f"{path}: stride_ {values['stride_']!r} does not match the "
                          f"parameters (stride {stride}).")
     for attr, value in values.items():
@@ -600,6 +612,11 @@ def _load_tiled(path, document, tensors):
     _check_base_fitted(path, tiled, seeded=False)
     if tiled.tile_size > min(tiled.input_shape_[:2]):
         raise ValueError(f"{path}: tile_size exceeds the training images' size.")
+    tile_shape = (tiled.tile_size, tiled.tile_size, tiled.input_shape_[2])
+    if detector_.input_shape_ != tile_shape:
+        raise ValueError(f"{path}: the inner detector was fitted on "
+                         f"{detector_.input_shape_} images, not on the {tile_shape} tiles of "
+                         f"the tiled detector. The file is damaged or was modified.")
     return tiled
 
 

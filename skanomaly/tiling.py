@@ -267,8 +267,10 @@ class TiledDetector(NoBoolNumbersMixin, ScoringAPIMixin, OutlierMixin, Transform
         # The images are the inner detector's: its input tags (value range,
         # no NaN, 3-D arrays) and its output dtype (float32 maps).
         tags = super().__sklearn_tags__()
-        inner = getattr(self.detector, "__sklearn_tags__", None)
-        inner = inner() if inner is not None else None
+        inner = None
+        if not isinstance(self.detector, type):  # a class is refused by fit
+            inner = getattr(self.detector, "__sklearn_tags__", None)
+            inner = inner() if inner is not None else None
         if inner is not None:
             tags.input_tags = inner.input_tags
             if inner.transformer_tags is not None:
@@ -277,6 +279,14 @@ class TiledDetector(NoBoolNumbersMixin, ScoringAPIMixin, OutlierMixin, Transform
         return tags
 
     # ------------------------------------------------------------ helpers
+    def _validate_params(self):
+        if isinstance(self.detector, type):
+            raise TypeError(
+                f"detector must be a detector instance, got the class "
+                f"{self.detector.__name__}; pass {self.detector.__name__}(...)."
+            )
+        super()._validate_params()
+
     def _check_params(self):
         """The stride actually used; a ValueError when tiles would leave gaps."""
         tile = int(self.tile_size)

@@ -120,6 +120,42 @@ def test_disk_cache_and_float32_cache():
     np.testing.assert_allclose(f32.score_samples(X), mem.score_samples(X), rtol=1e-2)
 
 
+@pytest.mark.parametrize("when", ["extracting", "training"])
+@pytest.mark.parametrize("vector_batch_size", [None, 16])
+def test_disk_cache_is_removed_when_fit_is_interrupted(tmp_path, monkeypatch, when,
+                                                        vector_batch_size):
+    """The training features written to a disk cache never outlive a fit that
+    was interrupted, whether while they were being extracted or later."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    X = (np.random.default_rng(2).uniform(size=(6, 32, 32)) * 255).astype(np.uint8)
+    det = dfr(latent_dim=5, batch_size=2, feature_cache="disk",
+              vector_batch_size=vector_batch_size)
+    calls = {"n": 0}
+    if when == "extracting":
+        original = DFRDetector._extract
+
+        def extract(self, x):
+            calls["n"] += 1
+            if calls["n"] == 2:  # after one batch of features is on disk
+                assert list(tmp_path.glob("skanomaly-dfr-*/features.npy"))
+                raise KeyboardInterrupt
+            return original(self, x)
+
+        monkeypatch.setattr(DFRDetector, "_extract", extract)
+    else:
+        def interrupted(*args, **kwargs):
+            assert list(tmp_path.glob("skanomaly-dfr-*/features.npy"))
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("skanomaly._training.UnsupervisedNet.partial_fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        det.fit(X)
+    assert list(tmp_path.glob("skanomaly-dfr-*")) == []
+    assert not [k for k in vars(det) if k.endswith("_") and not k.startswith("__")]
+
+
 def test_vector_batches_are_the_same_model_and_loss_as_whole_images():
     """vector_batch_size: a batch of regional vectors laid out as a (1, c, B, 1)
     map gives the CAE's per-location outputs and eq. (4)'s loss of whole images."""

@@ -466,6 +466,14 @@ def test_booleans_are_refused_for_numeric_parameters(name, param, value):
     _assert_unfitted(det)
 
 
+def test_tiled_detector_refuses_a_detector_class():
+    det = TiledDetector(get_detector("dfr"), tile_size=16)
+    with pytest.raises(TypeError, match=r"detector must be a detector instance, got the "
+                                        r"class DFRDetector; pass DFRDetector\(...\)"):
+        det.fit(_images(4))
+    _assert_unfitted(det)
+
+
 def test_numeric_parameter_cases_cover_the_counts_and_rates():
     cases = {tuple(c.values) for c in _numeric_parameter_cases()}
     for name in detector_names():
@@ -480,6 +488,25 @@ def test_validation_fraction_leaving_no_training_image(fitted, n, fraction):
     with pytest.raises(ValueError, match=r"validation_fraction=.* leaves none to train on"):
         det.fit(X[:n])
     _assert_unfitted(det)
+
+
+def test_early_stopping_names_itself_when_it_leaves_no_training_image():
+    det = make_detector("dfr", early_stopping=True)
+    with pytest.raises(ValueError, match=r"early_stopping=True \(validation_fraction=None: "
+                                         r"a share of 0.1\) holds out 1 of the 1 training "
+                                         r"image\(s\).*turn early_stopping off"):
+        det.fit(_images(1))
+    _assert_unfitted(det)
+
+
+def test_dfr_vector_batches_split_regional_vectors_not_images():
+    # One 32 px image has 8 x 8 regional vectors: a tenth of them held out
+    # leaves 57 to train on.
+    det = make_detector("dfr", vector_batch_size=16, early_stopping=True,
+                        max_epochs=2).fit(_images(1))
+    assert "valid_loss" in det.net_.history[-1]
+    with pytest.raises(ValueError, match=r"holds out 64 of the 64 regional vectors"):
+        make_detector("dfr", vector_batch_size=16, validation_fraction=0.999).fit(_images(1))
 
 
 @pytest.mark.parametrize("image_size", [MAX_IMAGE_SIZE + 8, 100_000])

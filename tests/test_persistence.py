@@ -173,7 +173,11 @@ def _set(key, value):
          "never contains"),
         (lambda t, d: d["fitted"].update(evil_=1), "fitted values unknown"),
         (lambda t, d: d["fitted"].pop("offset_"), "lacks the fitted values ['offset_']"),
-        (lambda t, d: d["fitted"].update(offset_="0.5"), "offset_ must be a number"),
+        (lambda t, d: d["fitted"].update(offset_="0.5"), "offset_ must be a finite number"),
+        (lambda t, d: d["fitted"].update(offset_=float("nan")), "offset_ must be a finite"),
+        (lambda t, d: d["fitted"].update(threshold_=float("inf")), "threshold_ must be a fin"),
+        (lambda t, d: d["fitted"].update(n_epochs_="x"), "n_epochs_ must be a count"),
+        (lambda t, d: d["fitted"].update(n_epochs_=True), "n_epochs_ must be a count"),
         (lambda t, d: d["fitted"].update(input_shape_={"tuple": [32, 32, 2]}), "input_shape_"),
         (lambda t, d: t.update({"net_.module_.encoder.0.weight": torch.zeros(3, 3, 1, 1)}),
          "has shape (3, 3, 1, 1)"),
@@ -228,6 +232,14 @@ def test_tiled_detector_round_trip_without_unpickling(tiled_saved, monkeypatch):
     [
         (lambda t, d: d["params"].update(evil=1), "unknown to TiledDetector: ['evil']"),
         (lambda t, d: d["fitted"].update(stride_=8), "stride_ 8 does not match"),
+        (lambda t, d: d["fitted"].update(stride_=16.0), "stride_ 16.0 does not match"),
+        (lambda t, d: d["fitted"].update(offset_=float("nan")), "offset_ must be a finite"),
+        (lambda t, d: d["inner"]["fitted"].update(input_shape_={"tuple": [8, 8, 1]},
+                                                  n_features_in_=64),
+         "inner detector was fitted on (8, 8, 1) images, not on the (24, 24, 1) tiles"),
+        (lambda t, d: d["fitted"].update(input_shape_={"tuple": [48, 40, 3]},
+                                         n_features_in_=48 * 40 * 3),
+         "not on the (24, 24, 3) tiles"),
         (lambda t, d: d["fitted"].pop("offset_"), "lacks the fitted values ['offset_']"),
         (lambda t, d: d["params"].update(tile_size=64), "tile_size exceeds"),
         (lambda t, d: d["detector_params"].update(detector="scadn"), "kinds disagree"),
@@ -248,6 +260,17 @@ def test_tampered_tiled_file_refused(tiled_saved, tmp_path, edit, message, monke
     with pytest.raises(ValueError) as info:
         skanomaly.load(out)
     assert message in str(info.value).replace(str(out), "")
+
+
+def test_tiled_detector_with_another_kind_set_after_fit_is_not_saved(tmp_path):
+    X = np.random.default_rng(6).uniform(size=(3, 32, 32)).astype(np.float32)
+    det = skanomaly.TiledDetector(make_detector("dfr"), tile_size=16).fit(X)
+    det.set_params(detector=make_detector("inpainting"))
+    path = tmp_path / "tiled.skan"
+    with pytest.raises(ValueError, match="fitted with a DFRDetector but its detector "
+                                         "parameter is now a InpaintingAE"):
+        det.save(path)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_truncated_file_refused(saved, tmp_path):

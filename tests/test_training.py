@@ -38,6 +38,20 @@ def test_verbose_shows_one_bar_over_the_whole_fit(name, capsys):
     assert callbacks["progress_bar"].__getstate__()["_bar"] is None
 
 
+@pytest.mark.parametrize("vector_batch_size", [None, 16])
+def test_bar_and_estimate_count_the_training_iterators_batches(vector_batch_size, capsys):
+    # 4 images of 32 px: 4 images a batch of 4 -> 1 batch an epoch; with
+    # vector_batch_size=16, 4 x 8 x 8 = 256 regional vectors -> 16 batches.
+    det = make_detector("dfr", verbose=1, max_epochs=2, batch_size=4,
+                        vector_batch_size=vector_batch_size).fit(_images(4))
+    callbacks = dict(det.net_.callbacks_)
+    per_epoch = 1 if vector_batch_size is None else 16
+    assert callbacks["time_estimate"]._per_epoch == per_epoch
+    totals = {int(t) for t in re.findall(r"\d+/(\d+) \[", capsys.readouterr().err)}
+    assert totals == {2 * per_epoch}
+    assert [len(row["batches"]) for row in det.net_.history] == [per_epoch] * 2
+
+
 def test_verbose_2_adds_skorch_table(capsys):
     make_detector("dfr", verbose=2, max_epochs=2).fit(_images())
     assert "train_loss" in capsys.readouterr().out

@@ -278,6 +278,13 @@ class DFRDetector(BaseDetector):
     def _extract(self, x):
         return self.feature_extractor_(self._to_working_size(x))
 
+    def _training_samples(self, images):
+        # With vector_batch_size the training split divides regional vectors.
+        if self.vector_batch_size is None:
+            return super()._training_samples(images)
+        grid_h, grid_w = (s // 4 for s in self._working_shape(images.height, images.width))
+        return images.n_images * grid_h * grid_w, "regional vectors of the training images"
+
     def _feature_cache(self, images, device):
         """Regional features of all training images, computed once.
 
@@ -295,24 +302,31 @@ class DFRDetector(BaseDetector):
         use_disk = self.feature_cache == "disk" or (
             self.feature_cache == "auto" and nbytes > _MEMORY_CACHE_LIMIT
         )
-        tmpdir = None
-        if use_disk:
-            tmpdir = tempfile.mkdtemp(prefix="skanomaly-dfr-")
-            cache = np.lib.format.open_memmap(
-                os.path.join(tmpdir, "features.npy"), mode="w+", dtype=dtype, shape=shape
-            )
-        else:
-            cache = np.empty(shape, dtype=dtype)
-        start = 0
-        with torch.inference_mode():
-            for x in images.batches(self.batch_size, device=device):
-                f = self._extract(x)
-                if vectors:
-                    f = f.permute(0, 2, 3, 1)
-                cache[start : start + len(f)] = f.cpu().numpy().astype(dtype)
-                if use_disk:  # written: its pages leave this process (kept on disk)
-                    _release_pages(cache[start : start + len(f)])
-                start += len(f)
+        tmpdir = tempfile.mkdtemp(prefix="skanomaly-dfr-") if use_disk else None
+        try:
+            if use_disk:
+                cache = np.lib.format.open_memmap(
+                    os.path.join(tmpdir, "features.npy"), mode="w+", dtype=dtype, shape=shape
+                )
+            else:
+                cache = np.empty(shape, dtype=dtype)
+            start = 0
+            with torch.inference_mode():
+                for x in images.batches(self.batch_size, device=device):
+                    f = self._extract(x)
+                    if vectors:
+                        f = f.permute(0, 2, 3, 1)
+                    cache[start : start + len(f)] = f.cpu().numpy().astype(dtype)
+                    if use_disk:  # written: its pages leave this process (kept on disk)
+                        _release_pages(cache[start : start + len(f)])
+                    start += len(f)
+        except BaseException:
+            # Interrupted or failed while filling: the training features written
+            # so far must not stay on disk.
+            cache = None
+            if tmpdir is not None:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
         return cache, tmpdir
 
     def _pca_latent_dim(self, cache):
