@@ -1,6 +1,6 @@
 """Benchmark: scikit-image textures with planted defects.
 
-Normal training crops and test crops come from separate parts of each
+Normal training crops (40) and test crops (200) come from separate parts of each
 texture (``skanomaly.datasets.make_texture_defects``); half of the test crops
 receive a defect of a random kind (scratch, stain, foreign patch or smear,
 every kind the generator plants, at its default sizes: 10-30 % of the crop
@@ -119,7 +119,11 @@ def main(argv=None):
     parser.add_argument("--textures", nargs="+", default=["brick", "grass", "gravel"],
                         choices=["brick", "grass", "gravel"])
     parser.add_argument("--n-train", type=int, default=40)
-    parser.add_argument("--n-test", type=int, default=40)
+    parser.add_argument("--n-test", type=int, default=200,
+                        help="test crops, half defective (default: 200; with 40 an image "
+                             "AUROC's standard error is about 0.09, and DFR's margins "
+                             "over the baseline moved by up to 0.19 from a 40-crop draw "
+                             "to a 200-crop one)")
     parser.add_argument("--image-size", type=int, default=256,
                         help="crop size in pixels = the detectors' image_size (default: 256)")
     _common.add_run_options(parser)
