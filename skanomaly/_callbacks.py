@@ -17,6 +17,14 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
+__all__ = [
+    "FiniteLossGuard",
+    "FitProgressBar",
+    "FitTimeEstimate",
+    "LongFitWarning",
+    "TrainingDivergedError",
+]
+
 
 def batches_per_epoch(net, dataset_train):
     """Training batches in one epoch of ``net`` over ``dataset_train``.
@@ -29,14 +37,6 @@ def batches_per_epoch(net, dataset_train):
         return 0
     batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
     return math.ceil(len(dataset_train) / batch_size)
-
-__all__ = [
-    "FiniteLossGuard",
-    "FitProgressBar",
-    "FitTimeEstimate",
-    "LongFitWarning",
-    "TrainingDivergedError",
-]
 
 
 class TrainingDivergedError(RuntimeError):

@@ -136,7 +136,9 @@ class _TileSequence:
         return np.stack([self._one(k) for k in indices])
 
 
-class TiledDetector(NoBoolNumbersMixin, ScoringAPIMixin, OutlierMixin, TransformerMixin, BaseEstimator):
+class TiledDetector(
+    NoBoolNumbersMixin, ScoringAPIMixin, OutlierMixin, TransformerMixin, BaseEstimator
+):
     """Train and score a detector on overlapping tiles of large images.
 
     ``fit`` trains a clone of ``detector`` on the overlapping square tiles of

@@ -278,11 +278,15 @@ class DFRDetector(BaseDetector):
     def _extract(self, x):
         return self.feature_extractor_(self._to_working_size(x))
 
+    def _regional_grid(self, images):
+        """``(h, w)`` of the regional feature maps of ``images`` (stride 4)."""
+        return tuple(s // 4 for s in self._working_shape(images.height, images.width))
+
     def _training_samples(self, images):
         # With vector_batch_size the training split divides regional vectors.
         if self.vector_batch_size is None:
             return super()._training_samples(images)
-        grid_h, grid_w = (s // 4 for s in self._working_shape(images.height, images.width))
+        grid_h, grid_w = self._regional_grid(images)
         return images.n_images * grid_h * grid_w, "regional vectors of the training images"
 
     def _feature_cache(self, images, device):
@@ -292,7 +296,7 @@ class DFRDetector(BaseDetector):
         ``vector_batch_size`` (each regional vector contiguous, so a random
         batch of them is one cheap gather).
         """
-        grid_h, grid_w = (s // 4 for s in self._working_shape(images.height, images.width))
+        grid_h, grid_w = self._regional_grid(images)
         c = self.n_regional_features_
         vectors = self.vector_batch_size is not None
         shape = (images.n_images, grid_h, grid_w, c) if vectors else (
