@@ -64,3 +64,17 @@ def test_kind_measures_separate_the_kinds_of_defect():
     assert out["pixel AUROC patch"] == pytest.approx(0.5 - 0.5 / 56)
     assert out["image AUROC patch"] == pytest.approx(0.25)
     assert out["defect pixels scratch"] == out["defect pixels patch"] == 0.5
+
+
+def test_patch_figure_shows_patched_crops(tmp_path):
+    pytest.importorskip("matplotlib")
+    import bench_patch_smoothness as bench
+
+    X, masks = bench.patched_crops("brick", 3, seed=0, size=64)
+    assert X.shape == (3, 64, 64) and masks.shape == (3, 64, 64)
+    assert masks.any(axis=(1, 2)).all()  # one patch in every crop
+    assert (X != bench.patched_crops("brick", 3, seed=1, size=64)[0]).any()
+    path = tmp_path / "patches.jpg"
+    bench.save_figure(str(path), ("brick", "grass"), per_texture=2, seed=0, size=64)
+    assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, chosen by the extension
+    assert os.listdir(tmp_path) == ["patches.jpg"]  # no temporary file left
