@@ -96,8 +96,31 @@ BUDGETS = {
 }
 
 
-def budget_text(names, task="localisation", image_size=None):
+#: Budget label of ``--preset paper`` runs (constructor defaults, no budget).
+PAPER_BUDGET = "paper"
+
+
+def run_budgets(args):
+    """The budget labels a runner loops over: ``--budget``'s with the quick
+    preset; with ``--preset paper`` the one label :data:`PAPER_BUDGET` (the
+    budgets change the quick preset only, so each would repeat the same fit)."""
+    return [PAPER_BUDGET] if getattr(args, "preset", "quick") == "paper" else list(args.budget)
+
+
+def report_budgets(args, rows):
+    """Budget columns of a report: :func:`run_budgets`, plus the paper label
+    when combined rows hold paper-preset runs."""
+    budgets = run_budgets(args)
+    if PAPER_BUDGET not in budgets and any(r.get("budget") == PAPER_BUDGET for r in rows):
+        budgets.append(PAPER_BUDGET)
+    return budgets
+
+
+def budget_text(names, task="localisation", image_size=None, preset="quick"):
     """One line per budget naming what differs between them, for the reports."""
+    if preset == "paper":
+        return [f"{PAPER_BUDGET}: each detector's constructor defaults (the paper's "
+                f"settings), changed only by --param"]
     lines = []
     for budget, changes in BUDGETS.items():
         parts = []

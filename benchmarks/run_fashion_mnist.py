@@ -69,14 +69,16 @@ def main(argv=None):
         "classes": ", ".join(str(c) for c in args.classes),
         "images": f"{args.n_train} training images of the normal class; {args.n_test} test "
                   f"images sampled from the test split; image_size={args.image_size}",
-        "budgets": " | ".join(_common.budget_text(args.detectors, "one-class")),
+        "budgets": " | ".join(_common.budget_text(args.detectors, "one-class",
+                                                  preset=args.preset)),
         "preset": args.preset, "seed": args.seed,
         "metric": "image AUROC from -score_samples (anomaly = any other class); mean "
                   "over the classes that ran",
     }
     if args.combine:
         rows, sources = _common.load_rows(args.combine)
-        main_table, mean_table = _tables(rows, args.classes, args.detectors, args.budget)
+        main_table, mean_table = _tables(rows, args.classes, args.detectors,
+                                         _common.report_budgets(args, rows))
         _common.write_report(args.out, "Fashion-MNIST one-class", {
             "combined": command, **{f"run {i + 1}": s for i, s in enumerate(sources)}},
             [("Mean over classes", mean_table), ("Results", main_table)])
@@ -90,7 +92,8 @@ def main(argv=None):
     def report():
         if args.json:
             _common.save_rows(args.json, rows, {"command": command, **settings})
-        main_table, mean_table = _tables(rows, args.classes, args.detectors, args.budget)
+        main_table, mean_table = _tables(rows, args.classes, args.detectors,
+                                         _common.run_budgets(args))
         _common.write_report(args.out, "Fashion-MNIST one-class",
                              {"command": command, **settings},
                              [("Mean over classes", mean_table), ("Results", main_table),
@@ -105,7 +108,7 @@ def main(argv=None):
         if not args.no_baseline:
             rows.append({"class": label, "detector": BASELINE, "budget": "-",
                          **_common.baseline_row(X_train, X_test, y_test)})
-        for budget in args.budget:
+        for budget in _common.run_budgets(args):
             for name, cls, params in _common.configs(args, args.image_size, task="one-class",
                                                      budget=budget):
                 if (name, params) not in [(n, p) for n, _, p in cfgs]:

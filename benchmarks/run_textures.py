@@ -134,7 +134,7 @@ def main(argv=None):
         "crops": f"{args.n_train} train, {args.n_test} test (half defective, one defect "
                  f"each, every kind, 10-30 % of the side), {args.image_size} px, "
                  f"image_size={args.image_size}",
-        "budgets": " | ".join(_common.budget_text(args.detectors)),
+        "budgets": " | ".join(_common.budget_text(args.detectors, preset=args.preset)),
         "preset": args.preset, "seed": args.seed,
         "metrics": _common.LOCALISATION_METRICS + "; 'vs baseline' = image AUROC minus "
                    "the baseline's on the same texture",
@@ -143,7 +143,8 @@ def main(argv=None):
         rows, sources = _common.load_rows(args.combine)
         _common.write_report(args.out, "Textures with planted defects", {
             "combined": command, **{f"run {i + 1}": s for i, s in enumerate(sources)}},
-            _sections(rows, args.textures, args.detectors, args.budget, args.n_test))
+            _sections(rows, args.textures, args.detectors,
+                      _common.report_budgets(args, rows), args.n_test))
         return rows
     _common.setup(args)
     rows = []
@@ -154,7 +155,7 @@ def main(argv=None):
         _common.write_report(args.out, "Textures with planted defects",
                              {"command": command, **settings},
                              _sections([dict(r) for r in rows], args.textures,
-                                       args.detectors, args.budget, args.n_test)
+                                       args.detectors, _common.run_budgets(args), args.n_test)
                              + [("Parameters", _common.params_text(cfgs))])
 
     cfgs = []
@@ -166,7 +167,7 @@ def main(argv=None):
                          "image score": "max",
                          **_common.baseline_row(data.X_train, data.X_test, data.y_test,
                                                 data.masks_test, data.kinds_test)})
-        for budget in args.budget:
+        for budget in _common.run_budgets(args):
             for name, cls, params in _common.configs(args, args.image_size, budget=budget):
                 if (name, params) not in [(n, p) for n, _, p in cfgs]:
                     cfgs.append((name, cls, params))

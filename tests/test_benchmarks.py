@@ -78,3 +78,22 @@ def test_patch_figure_shows_patched_crops(tmp_path):
     bench.save_figure(str(path), ("brick", "grass"), per_texture=2, seed=0, size=64)
     assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, chosen by the extension
     assert os.listdir(tmp_path) == ["patches.jpg"]  # no temporary file left
+
+
+def test_paper_preset_runs_once_not_once_per_budget():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="quick")
+    _common.add_run_options(parser)
+    quick = parser.parse_args([])
+    assert _common.run_budgets(quick) == list(_common.BUDGETS)
+    assert _common.run_budgets(parser.parse_args(["--budget", "small"])) == ["small"]
+    paper = parser.parse_args(["--preset", "paper"])
+    assert _common.run_budgets(paper) == ["paper"]
+    # The budgets change the quick preset only: a paper run has one line of settings.
+    assert _common.budget_text(["dfr"], preset="paper")[0].startswith("paper: ")
+    assert len(_common.budget_text(["dfr"])) == len(_common.BUDGETS)
+    # Combined reports show the paper column only when some rows ran it.
+    assert _common.report_budgets(quick, [{"budget": "small"}]) == list(_common.BUDGETS)
+    assert _common.report_budgets(quick, [{"budget": "paper"}]) == [*_common.BUDGETS, "paper"]
