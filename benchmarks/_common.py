@@ -450,6 +450,20 @@ def environment():
             f"scikit-learn {sklearn.__version__}, skanomaly {skanomaly.__version__}")
 
 
+def write_text(path, text):
+    """Write ``text`` to ``path`` whole or not at all (a temporary file next
+    to it, renamed over it): an interrupted run leaves the previous file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_report(path, title, settings, sections):
     """Print the report and write it to ``path`` (if given) as markdown."""
     lines = [f"# {title}", "",
@@ -461,8 +475,7 @@ def write_report(path, title, settings, sections):
     text = "\n".join(lines) + "\n"
     print(text)
     if path:
-        with open(path, "w") as fh:
-            fh.write(text)
+        write_text(path, text)
         print(f"Written to {path}", file=sys.stderr)
     return text
 
@@ -536,10 +549,7 @@ def save_rows(path, rows, settings):
 
     payload = {"settings": settings, "environment": environment(),
                "rows": [{k: plain(v) for k, v in row.items()} for row in rows]}
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=1))
 
 
 def load_rows(paths):

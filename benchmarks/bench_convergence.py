@@ -46,7 +46,6 @@ Example (one detector per process; ``--report`` joins the JSON files)::
 """
 
 import json
-import os
 import sys
 import time
 
@@ -263,10 +262,7 @@ def main(argv=None):
             argv if argv is not None else sys.argv[1:])
         results.append(res)
         if args.json:  # after each detector, atomically
-            tmp = f"{args.json}.tmp{os.getpid()}"
-            with open(tmp, "w") as fh:
-                json.dump(results, fh, indent=1)
-            os.replace(tmp, args.json)
+            _common.write_text(args.json, json.dumps(results, indent=1))
     report(results, args.tol, args.out)
 
 

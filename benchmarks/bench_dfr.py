@@ -29,6 +29,8 @@ import joblib
 import numpy as np
 import torch
 
+import _common
+
 
 def _status_mb(field):
     with open("/proc/self/status") as fh:
@@ -168,8 +170,7 @@ def main(argv=None):
     table = header + "\n".join(lines) + "\n"
     print(table)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(table)
+        _common.write_text(args.out, table)
 
 
 if __name__ == "__main__":

@@ -138,8 +138,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+        _common.write_text(args.out, text)
     return rows
 
 

@@ -94,8 +94,7 @@ def main(argv=None):
         print(lines[-1], file=sys.stderr)
     text = "\n".join(lines) + "\n"
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+        _common.write_text(args.out, text)
     print(text)
 
 

@@ -97,3 +97,19 @@ def test_paper_preset_runs_once_not_once_per_budget():
     # Combined reports show the paper column only when some rows ran it.
     assert _common.report_budgets(quick, [{"budget": "small"}]) == list(_common.BUDGETS)
     assert _common.report_budgets(quick, [{"budget": "paper"}]) == [*_common.BUDGETS, "paper"]
+
+
+def test_reports_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "report.md"
+    _common.write_text(str(path), "old\n")
+    _common.write_report(str(path), "T", {"a": 1}, [("S", "body")])
+    assert "## S" in path.read_text()
+
+    def broken_replace(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_common.os, "replace", broken_replace)
+    with pytest.raises(KeyboardInterrupt):
+        _common.write_report(str(path), "T", {}, [("New", "x")])
+    assert "## S" in path.read_text()  # the previous report is whole
+    assert sorted(os.listdir(tmp_path)) == ["report.md"]  # no temporary file left
