@@ -68,6 +68,17 @@ def _as_array(X, name):
         if item is None:
             raise TypeError(f"{name}[{i}] is None; expected an image array.")
         if isinstance(item, torch.Tensor):
+            if item.ndim == 3:  # (C, H, W) by the tensor convention, (H, W, C) in a list
+                raise ValueError(
+                    f"{name}[{i}] is a 3-D torch tensor {tuple(item.shape)}: list items "
+                    f"are read channels last (H, W) or (H, W, C). Stack (C, H, W) tensors "
+                    f"into one (n, C, H, W) tensor with torch.stack({name})."
+                )
+            if item.layout != torch.strided:
+                raise TypeError(
+                    f"Sparse input is not supported: {name}[{i}] is a sparse tensor; "
+                    f"pass dense images (item.to_dense())."
+                )
             item = item.detach().cpu().numpy()
         a = np.asarray(item)
         arrays.append(a)

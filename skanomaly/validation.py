@@ -124,6 +124,8 @@ class ImageSet:
     def tensor(self, start=0, stop=None, device=None):
         """Images ``start:stop`` as a float32 tensor ``(b, C, H, W)`` in [0, 1]."""
         chunk = self.data[start:stop]
+        if isinstance(chunk, np.ndarray) and chunk.dtype.kind == "f" and chunk.itemsize > 8:
+            chunk = chunk.astype(np.float64)  # long double: torch has no such dtype
         if isinstance(chunk, torch.Tensor):
             t = chunk.detach()
         elif isinstance(chunk, np.memmap) or not chunk.flags.writeable:
@@ -133,13 +135,19 @@ class ImageSet:
             _release_pages(chunk)
         else:
             t = torch.from_numpy(np.ascontiguousarray(chunk))
-        if device is not None:
-            t = t.to(device)
-        t = t.to(torch.float32)
         if self.shift != 0.0:
-            t = t - self.shift
-        if self.scale != 1.0:
-            t = t / self.scale
+            # value_range with low != 0: subtract and scale in float64 (on the
+            # CPU), or an offset large against the range (a 1 mV span at 1000 V)
+            # would round every pixel to a few float32 levels.
+            t = ((t.to(torch.float64) - self.shift) / self.scale).to(torch.float32)
+            if device is not None:
+                t = t.to(device)
+        else:
+            if device is not None:
+                t = t.to(device)
+            t = t.to(torch.float32)
+            if self.scale != 1.0:
+                t = t / self.scale
         if self.channels_last:
             t = t.permute(0, 3, 1, 2)
         return t.contiguous()
@@ -228,6 +236,11 @@ def check_images(X, *, image_shape=None, value_range=None, name="X"):
     value_range = check_value_range(value_range)
 
     if isinstance(X, torch.Tensor):
+        if X.layout != torch.strided:
+            raise TypeError(
+                f"Sparse input is not supported: {name} is a sparse tensor; pass dense "
+                f"images ({name}.to_dense())."
+            )
         if X.dtype.is_complex:
             raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}.")
         if X.dtype == torch.bool:
@@ -321,6 +334,11 @@ def check_value_range(value_range):
         ) from exc
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"value_range must satisfy low < high, got {value_range!r}.")
+    if not np.isfinite(hi - lo):
+        raise ValueError(
+            f"value_range={value_range!r} is wider than the largest float "
+            f"(high - low overflows); pass the range your data really spans."
+        )
     return lo, hi
 
 

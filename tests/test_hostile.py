@@ -545,6 +545,59 @@ def test_value_range_error_states_the_value():
         check_images(np.full((1, 4, 4), 4096, np.uint16), value_range=(0, 4095))
 
 
+@pytest.mark.parametrize(
+    "offset, dtype", [(1000.0, np.float64), (10**9, np.int64), (-(2**40), np.int64)]
+)
+def test_value_range_offset_keeps_every_level(offset, dtype):
+    # 256 levels spanning a range far from zero: each must stay distinct and
+    # land where it would with the offset removed (float32 subtraction of the
+    # offset kept a handful of levels).
+    levels = np.arange(256, dtype=np.float64).reshape(1, 16, 16)
+    if np.issubdtype(dtype, np.integer):
+        raw, width = levels.astype(dtype) + dtype(offset), 255
+        expected = levels / 255
+    else:
+        raw, width = offset + levels * 1e-6, 255e-6
+        expected = levels / 255
+    images = check_images(raw, value_range=(offset, offset + width))
+    t = images.tensor()[0, 0].numpy()
+    assert np.unique(t).size == 256
+    np.testing.assert_allclose(t, expected[0], atol=1e-6)
+
+
+def test_value_range_wider_than_the_floats_is_refused():
+    with pytest.raises(ValueError, match="value_range=.* wider than the largest float"):
+        check_images(np.zeros((1, 4, 4)), value_range=(-1e308, 1e308))
+
+
+def test_long_double_images_score_like_float64(fitted):
+    name, det, X = fitted
+    if not hasattr(np, "float128"):  # pragma: no cover - platforms without it
+        pytest.skip("no long double wider than float64 here")
+    X64 = X[:2] / 255.0
+    np.testing.assert_array_equal(det.score_samples(X64.astype(np.longdouble)),
+                                  det.score_samples(X64))
+
+
+def test_sparse_tensors_are_refused_by_name(fitted):
+    name, det, X = fitted
+    dense = torch.from_numpy(X[:2, None] / 255.0).float()
+    with pytest.raises(TypeError, match="Sparse input is not supported: X is a sparse"):
+        det.score_samples(dense.to_sparse())
+    with pytest.raises(TypeError, match=r"X\[0\] is a sparse tensor"):
+        det.score_samples([dense[0, 0].to_sparse(), dense[1, 0]])
+
+
+def test_a_list_of_channels_first_tensors_says_to_stack_them(fitted):
+    name, det, X = fitted
+    items = [torch.from_numpy(x[None] / 255.0).float() for x in X[:2]]  # (1, H, W) each
+    with pytest.raises(ValueError, match=r"X\[0\] is a 3-D torch tensor .*torch\.stack\(X\)"):
+        det.score_samples(items)
+    # (H, W) tensors are unambiguous and read as images.
+    np.testing.assert_allclose(det.score_samples([t[0] for t in items]),
+                               det.score_samples(torch.stack(items)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("value", [200, 4000, 65535])
 def test_16_bit_images_scale_by_bit_depth_in_grey_and_rgb(tmp_path, value):
     a = np.full((8, 8), value, np.uint16)
