@@ -28,15 +28,35 @@ from skanomaly.datasets import FASHION_MNIST_CLASSES
 
 BASELINE = "baseline (mean image)"
 KEYS = ["class", "detector", "budget"]
-MEASURES = ("image AUROC", "fit s", "score s")
+MEASURES = ("image AUROC", "SE", "fit s", "score s")
+SE_NOTE = (
+    "SE: the image AUROC's standard error (Hanley & McNeil 1982, from the numbers of "
+    "normal and anomalous test images of each class); for a mean over classes, "
+    "sqrt(sum SE^2) / classes (the classes' test labels differ, so their errors are "
+    "treated as independent).\n\n")
 
 
-def _tables(rows, classes, detectors, budgets):
+def class_counts(labels_test, classes):
+    """``{class label: (n anomalous, n normal)}`` of the test images."""
+    labels_test = np.asarray(labels_test)
+    return {f"{c} {FASHION_MNIST_CLASSES[c]}": (int((labels_test != c).sum()),
+                                                int((labels_test == c).sum()))
+            for c in classes}
+
+
+def _tables(rows, classes, detectors, budgets, counts=None):
+    """The per-class table and the means over classes; ``counts`` (see
+    :func:`class_counts`) gives the standard errors of rows without test counts."""
     grid = []
     for c in classes:
         label = f"{c} {FASHION_MNIST_CLASSES[c]}"
         grid.append((label, BASELINE, "-"))
         grid += [(label, d, b) for d in detectors for b in budgets]
+    rows = [dict(r) for r in rows]
+    for row in rows:
+        n_bad, n_good = (counts or {}).get(row["class"], (np.nan, np.nan))
+        row["SE"] = _common.auroc_se(row.get("image AUROC", np.nan),
+                                     row.get("n defective", n_bad), row.get("n normal", n_good))
     table = _common.complete_rows(rows, KEYS, grid, MEASURES)
     means = []
     for combo in dict.fromkeys(g[1:] for g in grid):
@@ -45,11 +65,16 @@ def _tables(rows, classes, detectors, budgets):
         mean = {"detector": combo[0], "budget": combo[1], "classes": f"{len(ran)}/{len(members)}"}
         for m in MEASURES:
             vals = np.array([r[m] for r in ran], dtype=float)
-            mean[m] = (float(np.nanmean(vals)) if len(ran) and np.isfinite(vals).any()
-                       else _common.NOT_RUN)
+            if not len(ran) or not np.isfinite(vals).any():
+                mean[m] = _common.NOT_RUN if not len(ran) else np.nan
+            elif m == "SE":
+                mean[m] = float(np.sqrt(np.sum(vals ** 2)) / len(vals))
+            else:
+                mean[m] = float(np.nanmean(vals))
         means.append(mean)
-    return (_common.markdown_table(table, KEYS, MEASURES),
-            _common.markdown_table(means, ["detector", "budget", "classes"], MEASURES))
+    return (SE_NOTE + _common.markdown_table(table, KEYS, MEASURES),
+            SE_NOTE + _common.markdown_table(means, ["detector", "budget", "classes"],
+                                             MEASURES))
 
 
 def main(argv=None):
@@ -77,8 +102,13 @@ def main(argv=None):
     }
     if args.combine:
         rows, sources = _common.load_rows(args.combine)
+        try:  # the test counts of rows saved before they were recorded
+            counts = class_counts(_common.fashion_mnist_protocol(
+                args.root, args.n_test, args.seed)[3], args.classes)
+        except (OSError, ValueError):
+            counts = None
         main_table, mean_table = _tables(rows, args.classes, args.detectors,
-                                         _common.report_budgets(args, rows))
+                                         _common.report_budgets(args, rows), counts)
         _common.write_report(args.out, "Fashion-MNIST one-class", {
             "combined": command, **{f"run {i + 1}": s for i, s in enumerate(sources)}},
             [("Mean over classes", mean_table), ("Results", main_table)])

@@ -113,3 +113,21 @@ def test_reports_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
         _common.write_report(str(path), "T", {}, [("New", "x")])
     assert "## S" in path.read_text()  # the previous report is whole
     assert sorted(os.listdir(tmp_path)) == ["report.md"]  # no temporary file left
+
+
+def test_fashion_mnist_tables_give_each_auroc_its_standard_error():
+    import run_fashion_mnist as fm
+
+    labels = np.array([0] * 40 + [1] * 60)
+    counts = fm.class_counts(labels, [0, 1])
+    assert counts == {"0 T-shirt/top": (60, 40), "1 Trouser": (40, 60)}
+    rows = [{"class": "0 T-shirt/top", "detector": "dfr", "budget": "large",
+             "image AUROC": 0.9, "fit s": 1.0, "score s": 1.0, "error": ""},
+            {"class": "1 Trouser", "detector": "dfr", "budget": "large", "image AUROC": 0.8,
+             "fit s": 1.0, "score s": 1.0, "error": "", "n defective": 10, "n normal": 10}]
+    table, means = fm._tables(rows, [0, 1], ["dfr"], ["large"], counts)
+    se0 = _common.auroc_se(0.9, 60, 40)  # from the protocol's counts
+    se1 = _common.auroc_se(0.8, 10, 10)  # the row's own counts win
+    assert f"| 0 T-shirt/top | dfr | large | 0.900 | {se0:.3f} |" in table
+    assert f"| 1 Trouser | dfr | large | 0.800 | {se1:.3f} |" in table
+    assert f"| dfr | large | 2/2 | 0.850 | {np.hypot(se0, se1) / 2:.3f} |" in means
