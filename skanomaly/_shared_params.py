@@ -32,6 +32,14 @@ __all__ = [
 MAX_IMAGE_SIZE = 16384
 
 
+def physical_memory():
+    """This machine's physical memory in bytes (None where unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
 def _check_working_size(image_size):
     """Refuse a working size whose tensors cannot fit in memory.
 
@@ -44,10 +52,7 @@ def _check_working_size(image_size):
         return
     side = int(image_size)
     per_image = 3 * 4 * side * side
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system
-        memory = None
+    memory = physical_memory()
     if side > MAX_IMAGE_SIZE or (memory is not None and per_image > memory):
         raise ValueError(
             f"image_size={side} is too large: one {side}x{side} working image takes "

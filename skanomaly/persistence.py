@@ -52,6 +52,7 @@ from skorch import NeuralNet
 
 from ._docstrings import fill_doc
 from ._files import atomic_path
+from ._shared_params import MAX_IMAGE_SIZE, physical_memory
 from .registry import get_detector, registry_name
 
 __all__ = [
@@ -75,6 +76,14 @@ _BASE_FITTED = (
     "n_features_in_", "input_shape_", "offset_", "threshold_", "device_", "_seed_", "n_epochs_",
 )
 _REQUIRED_FITTED = ("n_features_in_", "input_shape_", "offset_", "device_", "_seed_")
+# Deepest nesting of JSON values in a model file (a tiled detector's inner
+# description holding a tuple is about 6 levels); deeper is a tampered file.
+_MAX_DEPTH = 32
+# Largest integer a fitted value may hold: the number of values of the
+# largest image a detector works on (a count of pixels, channels, ...).
+_MAX_COUNT = 3 * MAX_IMAGE_SIZE**2
+# Fitted seeds are drawn below 2**31 (BaseDetector.fit).
+_MAX_SEED = 2**32 - 1
 
 
 # ------------------------------------------------------------ JSON values
@@ -335,10 +344,21 @@ def _read_header(path, data):
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
         document = json.loads(header["__metadata__"][_METADATA_KEY])
+    except RecursionError:
+        raise ValueError(
+            f"{path}: its header nests JSON values too deeply; the file is damaged or was "
+            f"modified."
+        ) from None
     except (UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise ValueError(f"{where}: its header has no skanomaly model description.") from None
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
         raise ValueError(f"{where}: its header has no skanomaly model description.")
+    if _depth(document) > _MAX_DEPTH:
+        raise ValueError(
+            f"{path}: its model description nests values more than {_MAX_DEPTH} levels "
+            f"deep, which a skanomaly model file never does; the file is damaged or was "
+            f"modified."
+        )
     version = document.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{path}: invalid format_version {version!r}.")
@@ -348,6 +368,21 @@ def _read_header(path, data):
             f"{FORMAT_VERSION} this skanomaly reads; upgrade skanomaly to load it."
         )
     return document
+
+
+def _depth(value):
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > _MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
 
 
 # Starts of pickle files and of joblib's compressed pickles (zlib, gzip, bz2, xz, lz4).
@@ -425,29 +460,47 @@ def _check_tensors(path, found, expected):
 
 
 def _is_number(value):
-    """A finite real number (a bool is not one)."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
+    """A finite real number (a bool is not one, nor an int beyond the floats)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_base_fitted(path, detector, seeded=True):
-    """Types and consistency of the fitted values every detector has
-    (``seeded=False``: no ``_seed_``, as a TiledDetector)."""
+    """Types, bounds and consistency of the fitted values every detector has.
+
+    ``seeded=False`` is a TiledDetector (no ``_seed_``).  ``fit`` takes
+    input images of any side (``image_size`` resizes them), so the image
+    shape is bounded by memory only: one float32 image must fit in it.
+    """
     shape = detector.input_shape_
     if not (
         isinstance(shape, tuple)
         and len(shape) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        and all(_is_int(v) and v > 0 for v in shape)
         and shape[2] in (1, 3)
     ):
         raise ValueError(f"{path}: input_shape_ {shape!r} is not (H, W, C) with C in {{1, 3}}.")
+    memory = physical_memory()
+    if memory is not None and 4 * shape[0] * shape[1] * shape[2] > memory:
+        raise ValueError(
+            f"{path}: input_shape_ {shape} describes images larger than this machine's "
+            f"memory; the file is damaged or was modified."
+        )
     if detector.n_features_in_ != shape[0] * shape[1] * shape[2]:
         raise ValueError(f"{path}: n_features_in_ does not match input_shape_ {shape}.")
     for attr in ("offset_", "threshold_"):
         if hasattr(detector, attr) and not _is_number(getattr(detector, attr)):
             raise ValueError(f"{path}: {attr} must be a finite number.")
-    if seeded and (not isinstance(detector._seed_, int) or isinstance(detector._seed_, bool)):
-        raise ValueError(f"{path}: _seed_ must be an integer.")
+    if seeded and not (_is_int(detector._seed_) and 0 <= detector._seed_ <= _MAX_SEED):
+        raise ValueError(f"{path}: _seed_ must be an integer in [0, {_MAX_SEED}].")
     epochs = getattr(detector, "n_epochs_", 0)
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"{path}: n_epochs_ must be a count of epochs, got {epochs!r}.")
@@ -473,7 +526,10 @@ def load_detector(path):
     ValueError
         The file is not a safe model file (for instance a pickle), is
         truncated, comes from a newer format, names an unknown detector or
-        parameter, or holds tensors other than those of the rebuilt networks.
+        parameter, holds parameters ``fit`` would refuse, nests JSON too
+        deeply, holds fitted sizes or numbers beyond any fitted detector's,
+        or holds tensors other than those of the rebuilt networks (checked
+        on a build on the ``meta`` device, before any network is allocated).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
@@ -505,14 +561,37 @@ def _unfitted(path, cls, params):
             f"modified or written by another version of skanomaly."
         )
     detector = cls(**{k: _decode(v, f"parameter {k!r}") for k, v in params.items()})
-    detector._validate_params()
-    detector._check_params()
+    try:
+        detector._validate_params()
+        detector._check_params()
+        _check_shared_on_load(detector)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid parameters: {exc}") from None
     return detector
+
+
+def _check_shared_on_load(detector):
+    """The checks ``fit`` runs on the shared parameters (``image_size``,
+    ``callbacks``, ...), but with a ``cuda`` device accepted on a machine
+    without CUDA: a loaded model runs on the CPU there (see ``device_``)."""
+    device = detector.device
+    try:
+        on_cuda = torch.device(str(device)).type == "cuda"
+    except (RuntimeError, TypeError, ValueError):
+        on_cuda = False  # the check below names the invalid device
+    if not on_cuda:
+        detector._check_shared_params()
+        return
+    try:
+        detector.device = "cpu"
+        detector._check_shared_params()
+    finally:
+        detector.device = device
 
 
 def _rebuild(path, document, tensors):
     """A fitted registered detector from its description and tensors (all used)."""
-    from ._training import runtime_device, seeded
+    from ._training import runtime_device
 
     if not isinstance(document, dict):
         raise ValueError(f"{path}: a detector's description must be a JSON object.")
@@ -534,7 +613,10 @@ def _rebuild(path, document, tensors):
     if missing:
         raise ValueError(f"{path} lacks the fitted values {missing}.")
     for attr, value in fitted.items():
-        setattr(detector, attr, _decode(value, f"fitted attribute {attr!r}"))
+        value = _decode(value, f"fitted attribute {attr!r}")
+        if attr not in _UNBOUNDED_FITTED:
+            _check_counts(path, attr, value)
+        setattr(detector, attr, value)
     for attr, spec in arrays.items():
         key = _FITTED_PREFIX + attr
         if key not in tensors:
@@ -553,13 +635,13 @@ def _rebuild(path, document, tensors):
         raise ValueError(f"{path}: invalid device_ {detector.device_!r}.") from exc
     _check_base_fitted(path, detector)
 
+    # The networks' tensors as the parameters and fitted values describe
+    # them, built on the meta device (no memory): a value that sizes a
+    # network must agree with the file's tensors before anything is allocated.
+    _check_tensors(path, tensors, _planned_tensors(path, detector))
     # Build the untrained networks as fit does (without fetching pretrained
     # weights: the file holds them), away from the caller's RNG state.
-    with seeded(0, "cpu"):
-        try:
-            detector._build_networks(pretrained=False)
-        except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise ValueError(f"{path}: cannot rebuild {cls.__name__}'s networks: {exc}") from exc
+    _build(path, detector)
     modules = _modules_of(detector)
     expected = {
         f"{prefix}.{key}": t for prefix, m in modules.items() for key, t in m.state_dict().items()
@@ -571,6 +653,67 @@ def _rebuild(path, document, tensors):
         module.load_state_dict(state, strict=True)
     detector._prepare_inference(detector.device_)
     return detector
+
+
+# Fitted values with checks of their own (_check_base_fitted): any finite
+# number for the scores, the image shape, the feature count and the seed.
+_UNBOUNDED_FITTED = ("offset_", "threshold_", "input_shape_", "n_features_in_", "_seed_")
+
+
+def _check_counts(path, attr, value):
+    """Refuse an integer beyond ``_MAX_COUNT`` anywhere in a fitted value.
+
+    Fitted integers are counts and sizes (channels, windows, areas, epochs);
+    one larger than the values of the largest image is not from ``fit``.
+    ``value`` is decoded JSON, whose depth ``_read_header`` bounded.
+    """
+    if _is_int(value):
+        if abs(value) > _MAX_COUNT:
+            raise ValueError(
+                f"{path}: fitted attribute {attr!r} holds an integer beyond "
+                f"{_MAX_COUNT}, more than any size or count a fitted detector has; "
+                f"the file is damaged or was modified."
+            )
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_counts(path, attr, item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_counts(path, attr, item)
+
+
+def _build(path, detector):
+    """Run the detector's ``_build_networks(pretrained=False)``, seeded with 0."""
+    from ._training import seeded
+
+    with seeded(0, "cpu"):
+        try:
+            detector._build_networks(pretrained=False)
+        except (TypeError, ValueError, AttributeError, RuntimeError, IndexError, KeyError,
+                OverflowError) as exc:
+            raise ValueError(
+                f"{path}: cannot rebuild {type(detector).__name__}'s networks: {exc}"
+            ) from exc
+
+
+def _planned_tensors(path, detector):
+    """``{name: tensor}`` of the networks ``_build_networks`` would build, as
+    meta tensors (shapes and dtypes, no data): built on the ``meta`` device,
+    then removed from the detector."""
+    before, device = set(vars(detector)), detector.device_
+    detector.device_ = "meta"
+    try:
+        with torch.device("meta"):
+            _build(path, detector)
+        return {
+            f"{prefix}.{key}": t
+            for prefix, module in _modules_of(detector).items()
+            for key, t in module.state_dict().items()
+        }
+    finally:
+        detector.device_ = device
+        for attr in set(vars(detector)) - before:
+            delattr(detector, attr)
 
 
 def _load_tiled(path, document, tensors):

@@ -186,6 +186,21 @@ def _set(key, value):
         (lambda t, d: t.update({"extra.weight": torch.zeros(1)}), "unexpected tensor"),
         (lambda t, d: t.pop("net_.module_.decoder.0.bias"), "missing tensor"),
         (lambda t, d: d["fitted"].update(latent_dim_=3), "does not match the networks"),
+        # The shared parameter checks of fit run on load too.
+        (lambda t, d: d["params"].update(image_size=10**6), "image_size=1000000 is too large"),
+        (lambda t, d: d["params"].update(callbacks=[1]), "not a skorch callback"),
+        (lambda t, d: d["params"].update(device="mps"), "device='mps' is not supported"),
+        (lambda t, d: d["params"].update(scales=True), "invalid parameters: The 'scales'"),
+        # Sizes and numbers beyond any fitted detector's.
+        (lambda t, d: d["fitted"].update(input_shape_={"tuple": [10**9, 10**9, 1]},
+                                         n_features_in_=10**18), "larger than this machine's memory"),
+        (lambda t, d: d["fitted"].update(n_regional_features_=10**13),
+         "'n_regional_features_' holds an integer beyond"),
+        (lambda t, d: d["fitted"].update(n_epochs_=10**400), "'n_epochs_' holds an integer"),
+        (lambda t, d: d["fitted"].update(_seed_=10**30), "_seed_ must be an integer in"),
+        (lambda t, d: d["fitted"].update(threshold_=10**400), "threshold_ must be a finite"),
+        (lambda t, d: d["fitted"].update(offset_=-(10**400)), "offset_ must be a finite"),
+        (lambda t, d: d["fitted"].update(layers_=[99]), "cannot rebuild DFRDetector's"),
     ],
 )
 def test_tampered_file_refused(tampered, edit, message, monkeypatch):
@@ -194,6 +209,43 @@ def test_tampered_file_refused(tampered, edit, message, monkeypatch):
     with pytest.raises(ValueError) as info:
         skanomaly.load(path)
     assert message in str(info.value).replace(str(path), "")
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_deeply_nested_json_refused(saved, tmp_path, depth):
+    # 40 levels parse but are deeper than any model file; 100 000 exceed
+    # Python's recursion limit in json.loads (a RecursionError before).
+    _, path = saved("dfr")
+    tensors, document = _read(path)
+    document["params"]["image_size"] = "@DEEP@"
+    text = json.dumps(document).replace('"@DEEP@"', "[" * depth + "]" * depth)
+    from safetensors.torch import save_file
+
+    out = tmp_path / "deep.skan"
+    save_file(tensors, str(out), metadata={"skanomaly": text})
+    with pytest.raises(ValueError, match="nests .*too deeply|nests values more than 32"):
+        skanomaly.load(out)
+
+
+def test_network_sizes_checked_before_anything_is_allocated(tampered, monkeypatch):
+    # A fitted size that disagrees with the stored weights (16000 channels
+    # for a file of 384: ~1 GB of weights) is refused from a build of the
+    # networks on the meta device, before the real one.
+    cls = get_detector("dfr")
+    original = cls._build_networks
+    devices = []
+
+    def spy(self, *args, **kwargs):
+        devices.append(str(self.device_))
+        original(self, *args, **kwargs)
+        built = [t.device.type for t in self.net_.module_.parameters()]
+        devices.append(built[0])
+
+    monkeypatch.setattr(cls, "_build_networks", spy)
+    path = tampered(lambda t, d: d["fitted"].update(n_regional_features_=16000))
+    with pytest.raises(ValueError, match="does not match the networks.*expected"):
+        skanomaly.load(path)
+    assert devices == ["meta", "meta"]
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +293,11 @@ def test_tiled_detector_round_trip_without_unpickling(tiled_saved, monkeypatch):
                                          n_features_in_=48 * 40 * 3),
          "not on the (24, 24, 3) tiles"),
         (lambda t, d: d["fitted"].pop("offset_"), "lacks the fitted values ['offset_']"),
+        (lambda t, d: d["fitted"].update(input_shape_={"tuple": [10**9, 10**9, 1]},
+                                         n_features_in_=10**18),
+         "describes images larger than this machine's memory"),
+        (lambda t, d: d["fitted"].update(threshold_=10**400), "threshold_ must be a finite"),
+        (lambda t, d: d["inner"]["params"].update(image_size=10**6), "is too large"),
         (lambda t, d: d["params"].update(tile_size=64), "tile_size exceeds"),
         (lambda t, d: d["detector_params"].update(detector="scadn"), "kinds disagree"),
         (lambda t, d: d["inner"]["params"].update(evil=1), "unknown to DFRDetector"),
