@@ -238,6 +238,16 @@ class BaseDetector(
                 f"callback, or remove the callback."
             )
 
+    def _check_fitted_values(self):
+        """Hook: check fitted values read from a model file against the
+        parameters and ``input_shape_`` (default: none).
+
+        ``skanomaly.load`` calls it before building any network, so that a
+        value ``fit`` would have derived from the parameters cannot be
+        replaced by one that costs memory or changes results.  Raise
+        ValueError naming the value.
+        """
+
     def _training_samples(self, images):
         """``(count, unit)`` of the samples the training split divides: the
         images (a detector that trains on parts of them overrides this)."""

@@ -634,6 +634,10 @@ def _rebuild(path, document, tensors):
     except RuntimeError as exc:
         raise ValueError(f"{path}: invalid device_ {detector.device_!r}.") from exc
     _check_base_fitted(path, detector)
+    try:
+        detector._check_fitted_values()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}; the file is damaged or was modified.") from None
 
     # The networks' tensors as the parameters and fitted values describe
     # them, built on the meta device (no memory): a value that sizes a

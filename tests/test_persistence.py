@@ -200,7 +200,7 @@ def _set(key, value):
         (lambda t, d: d["fitted"].update(_seed_=10**30), "_seed_ must be an integer in"),
         (lambda t, d: d["fitted"].update(threshold_=10**400), "threshold_ must be a finite"),
         (lambda t, d: d["fitted"].update(offset_=-(10**400)), "offset_ must be a finite"),
-        (lambda t, d: d["fitted"].update(layers_=[99]), "cannot rebuild DFRDetector's"),
+        (lambda t, d: d["fitted"].update(layers_=[99]), "layers_=[99] are not the layers"),
     ],
 )
 def test_tampered_file_refused(tampered, edit, message, monkeypatch):
@@ -209,6 +209,35 @@ def test_tampered_file_refused(tampered, edit, message, monkeypatch):
     with pytest.raises(ValueError) as info:
         skanomaly.load(path)
     assert message in str(info.value).replace(str(path), "")
+
+
+@pytest.mark.parametrize(
+    "name, attr, value, message",
+    [
+        ("dfr", "layers_", [1, 2], "layers_=[1, 2] are not the layers of scales=4"),
+        ("igd", "global_window_", 10**8, "global_window_=100000000 is not the MS-SSIM window"),
+        ("scadn", "stripe_widths_", [10**6], "stripe_widths_=[1000000] are not the widths"),
+        ("scadn", "mask_scales_", {"tuple": [0.5]}, "mask_scales_=(0.5,) differs from"),
+        ("inpainting", "min_defect_area_", 10**6, "min_defect_area_=1000000 is not what"),
+    ],
+)
+def test_fitted_values_derived_from_the_parameters_must_agree(saved, tmp_path, monkeypatch,
+                                                               name, attr, value, message):
+    # Values fit derives from the parameters (windows, stripe widths, areas)
+    # set memory use and results at scoring: a file cannot choose them.
+    _, path = saved(name)
+    tensors, document = _read(path)
+    document["fitted"][attr] = value
+    out = tmp_path / "derived.skan"
+    _write(out, tensors, document)
+    _forbid_unpickling(monkeypatch)
+    built = []
+    monkeypatch.setattr(get_detector(name), "_build_networks",
+                        lambda self, *a, **k: built.append(1))
+    with pytest.raises(ValueError, match="damaged or was modified") as info:
+        skanomaly.load(out)
+    assert message in str(info.value)
+    assert not built  # refused before any network is built
 
 
 @pytest.mark.parametrize("depth", [40, 100_000])

@@ -365,6 +365,12 @@ class DFRDetector(BaseDetector):
     #: Fitted values the safe model format stores (see ``BaseDetector.save``).
     _fitted_attributes = ("layers_", "n_regional_features_", "latent_dim_")
 
+    def _check_fitted_values(self):
+        expected = self._resolve_layers()
+        if list(self.layers_) != expected:
+            raise ValueError(f"layers_={self.layers_!r} are not the layers of "
+                             f"scales={self.scales!r} ({expected})")
+
     def _build_feature_extractor(self, pretrained=True):
         """The frozen regional feature generator on ``device_``.
 

@@ -267,6 +267,14 @@ class IGDDetector(BaseDetector):
 
     _fitted_attributes = ("global_window_", "teacher_dim_", "distillation_loss_")
 
+    def _check_fitted_values(self):
+        expected = global_window_size(self.image_size)
+        if self.global_window_ != expected:
+            raise ValueError(
+                f"global_window_={self.global_window_!r} is not the MS-SSIM window of "
+                f"image_size={self.image_size} ({expected})"
+            )
+
     # --------------------------------------------------------------- fit
     def _check_params(self):
         if self.image_size is None:

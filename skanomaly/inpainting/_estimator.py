@@ -251,6 +251,16 @@ class InpaintingAE(BaseDetector):
 
     _fitted_attributes = ("min_defect_area_", "reference_scores_")
 
+    def _check_fitted_values(self):
+        height, width = self.input_shape_[:2]
+        expected = self._resolved_min_area(height, width)
+        if self.min_defect_area_ != expected:
+            raise ValueError(
+                f"min_defect_area_={self.min_defect_area_!r} is not what "
+                f"min_defect_area={self.min_defect_area!r} gives for "
+                f"{height}x{width} images ({expected})"
+            )
+
     # ----------------------------------------------------------- helpers
     def _check_params(self):
         """Check the image size and ``patch_size``; the patch range for ``_fit``."""

@@ -239,6 +239,19 @@ class SCADNDetector(BaseDetector):
     #: Fitted values the safe model format stores (see ``BaseDetector.save``).
     _fitted_attributes = ("mask_scales_", "stripe_widths_", "mu_")
 
+    def _check_fitted_values(self):
+        scales = list(self._check_params()["mask_scales"])
+        if list(self.mask_scales_) != scales:
+            raise ValueError(f"mask_scales_={self.mask_scales_!r} differs from "
+                             f"mask_scales={self.mask_scales!r}")
+        widths = [stripe_width(self.image_size, s) for s in scales]
+        if list(self.stripe_widths_) != widths:
+            raise ValueError(f"stripe_widths_={self.stripe_widths_!r} are not the widths of "
+                             f"mask_scales at image_size={self.image_size} ({widths})")
+        if np.shape(self.mu_) != (len(scales),):
+            raise ValueError(f"mu_ has shape {np.shape(self.mu_)}, not one value per mask "
+                             f"scale ({len(scales)})")
+
     def _build_networks(self, pretrained=True):
         """Build the untrained, initialised skorch net (generator and discriminator).
 
