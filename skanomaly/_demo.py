@@ -29,10 +29,62 @@ def _demo_backbone():
     )
 
 
+def _figure_formats():
+    """The file extensions matplotlib can save a figure as, or None without matplotlib."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return None
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def _check_figure_output(output):
+    """Refuse a figure file that cannot be written, before any training.
+
+    Parameters
+    ----------
+    output : str
+        The ``-o`` value; empty means no figure.
+
+    Raises
+    ------
+    skanomaly.cli.CLIError
+        When ``output`` is a folder, its folder does not exist or cannot be
+        written, or its extension is not an image format matplotlib writes.
+    """
+    from .cli import CLIError, _check_output
+
+    if not output:
+        return
+    formats = _figure_formats()
+    if formats is None:  # no figure is drawn; the demo says so at the end
+        return
+    target = Path(output)
+    _check_output(target, [], "figure file")
+    if target.suffix.lower().lstrip(".") not in formats:
+        raise CLIError(
+            f"cannot write the figure {target}: give -o a name ending in .png (or "
+            f"{', '.join('.' + f for f in formats if f != 'png')}), or '' for no figure"
+        )
+
+
 def run_demo(args):
+    """Run ``skanomaly demo`` with the parsed arguments ``args``; return the exit status.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options of the ``demo`` sub-command.
+
+    Returns
+    -------
+    status : int
+        0.
+    """
     from . import metrics
     from .datasets import make_texture_defects
 
+    _check_figure_output(args.output)  # before any data is made or training starts
     start = time.perf_counter()
     data = make_texture_defects(
         args.texture, n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
@@ -64,8 +116,9 @@ def run_demo(args):
     if args.output and plot_anomaly_maps is not None:
         order = np.r_[np.flatnonzero(data.y_test == 1)[:6], np.flatnonzero(data.y_test == 0)[:2]]
         target = Path(args.output)
-        if not target.parent.is_dir():
-            raise ValueError(f"folder {target.parent} does not exist")
+        if not target.parent.is_dir():  # checked before training, but removed since
+            raise ValueError(f"folder {target.parent} does not exist; create it or choose "
+                             f"another -o")
         try:
             with _atomic_path(target) as tmp:
                 plot_anomaly_maps(data.X_test[order], maps[order],

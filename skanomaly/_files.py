@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -22,13 +23,27 @@ def _umask():
     return mask
 
 
+def _final_mode(target):
+    """The permission bits the finished file gets.
+
+    An existing file keeps its own (rewriting a private ``0600`` file must
+    not make it readable by others); a new file gets what ``open`` would
+    give it, ``0666`` less the umask.
+    """
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target):
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
 
     The temporary file keeps ``target``'s extension (formats are chosen from
-    it) and gets the permissions ``open`` would give; on any error or
-    interrupt it is removed and ``target`` is left as it was.
+    it).  The finished file keeps the permission bits of the file it
+    replaces, or gets those ``open`` would give a new file; on any error or
+    interrupt the temporary file is removed and ``target`` is left as it was.
 
     Parameters
     ----------
@@ -46,7 +61,7 @@ def atomic_path(target):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _final_mode(target))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

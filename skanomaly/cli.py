@@ -22,16 +22,20 @@ planted defects)::
 
 Errors in the user's input (missing paths, unreadable images, bad
 parameters, an output that would overwrite an input, a training run that
-diverges) print one line ``skanomaly: error: ...`` and exit with status 2;
-Ctrl-C exits with status 130.  Every file is written under a temporary name
-in its folder and renamed when complete, so an interrupted or failed command
-leaves no partial file and never touches an existing one; output locations
-are checked before any training or scoring starts.
+diverges, memory running out) print one line ``skanomaly: error: ...`` and
+exit with status 2; Ctrl-C exits with status 130.  Every file is written
+under a temporary name in its folder and renamed when complete, so an
+interrupted or failed command leaves no partial file and never touches an
+existing one (a file replaced keeps its permissions); output locations,
+inputs named by ``--param`` included, are checked before any training or
+scoring starts.  ``score``, ``heatmap`` and ``evaluate`` also read a saved
+:class:`~skanomaly.TiledDetector`; ``export`` refuses one.
 """
 
 import ast
 import csv
 import os
+import re
 import sys
 import tempfile
 import time
@@ -131,6 +135,39 @@ def _parse_params(items):
     return params
 
 
+def _param_files(params):
+    """The existing files that parameter values name: ``fit`` reads them.
+
+    A value such as ``weights='backbone.pth'`` (DFR's and IGD's weights
+    file) is an input of the training run, so the model file must not
+    replace it.  Every string value naming an existing file counts, also
+    inside lists, tuples and dicts.
+
+    Parameters
+    ----------
+    params : dict
+        The ``--param`` values.
+
+    Returns
+    -------
+    files : list of pathlib.Path
+    """
+    files, pending = [], list(params.values())
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            pending.extend(value)
+        elif isinstance(value, (str, os.PathLike)):
+            try:
+                if Path(value).is_file():
+                    files.append(Path(value))
+            except (OSError, ValueError):  # not a usable file name (NUL byte, too long)
+                pass
+    return files
+
+
 def _collect_paths(inputs):
     """Image files from files and folders (folders: their image files, sorted)."""
     from .datasets._io import list_image_files
@@ -166,6 +203,7 @@ def _load_model(path, allow_pickle=False):
     """The detector in ``path``: a safe ``.skan`` file, or a pickle with ``allow_pickle``."""
     from .base import BaseDetector
     from .persistence import is_safe_model_file, load_detector, looks_like_pickle
+    from .tiling import TiledDetector
 
     path = Path(path)
     if not path.is_file():
@@ -190,7 +228,9 @@ def _load_model(path, allow_pickle=False):
         )
     else:
         raise CLIError(f"cannot load model {path}: not a skanomaly model file (.skan)")
-    if not isinstance(model, BaseDetector):
+    # A TiledDetector has a detector's scoring API (score_samples, transform,
+    # offset_, threshold_, input_shape_), so every command but export reads it.
+    if not isinstance(model, (BaseDetector, TiledDetector)):
         raise CLIError(f"{path} does not hold a skanomaly detector ({type(model).__name__})")
     return model
 
@@ -229,9 +269,11 @@ def _cmd_fit(args):
     if hasattr(detector, "_validate_params"):  # fail before reading any image
         detector._validate_params()
     paths = _collect_paths(args.images)
-    _check_output(args.output, paths, "model file")  # before any training
+    # Before any training; a file a parameter names (weights) is an input too.
+    _check_output(args.output, [*paths, *_param_files(params)], "model file")
     # Streamed: images are read batch by batch during fit, never all at once.
     X = ImageFolderSequence(paths, mode=args.color, size=args.resize)
+    X._size_hint = "pass --resize HxW to resize every image"  # the CLI's name for size=
     if not args.quiet:
         print(f"Training {cls.__name__} on {len(X)} images of {X.shape[1]}x{X.shape[2]} "
               f"pixels ...", file=sys.stderr)
@@ -315,6 +357,8 @@ def _cmd_heatmap(args):
         for p, name, image, heat in zip(paths[s:], names[s:], images, maps):
             ax = plot_anomaly_map(image, heat, threshold=threshold, vmin=lo, vmax=hi,
                                   title=p.name, figsize=(4, 4), dpi=args.dpi)
+            # The file name is drawn as it is: a '$' in it must not start mathtext.
+            ax.title.set(parse_math=False, usetex=False)
             with _atomic_path(out / name) as tmp:
                 save_figure(ax.figure, tmp)
             if name != f"{p.stem}_heatmap.png" and not args.quiet:
@@ -379,8 +423,13 @@ def _cmd_export(args):
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         raise CLIError(f"give -o a name ending in .onnx, got {out}")
-    if not out.parent.is_dir():
-        raise CLIError(f"folder {out.parent} does not exist")
+    _check_output(out, [args.model], "ONNX file")
+    if not hasattr(model, "export_onnx"):
+        raise CLIError(
+            f"{args.model} holds a {type(model).__name__}, which cannot be exported to ONNX "
+            f"(its tiling and stitching are not part of a graph); score it with 'skanomaly "
+            f"score' or 'skanomaly heatmap', or export an untiled detector"
+        )
     model.export_onnx(out)
     h, w, c = model.input_shape_
     print(f"Exported {type(model).__name__} to {out}: input 'images' float32 (n, {c}, {h}, "
@@ -429,8 +478,75 @@ def _run(args):
             torch.set_num_threads(previous)
 
 
-def _user_error_message(exc):
-    """The one-line message of a user error, or None for a bug (re-raised)."""
+#: What to lower when a command runs out of memory, by sub-command.
+_MEMORY_KNOBS = {
+    "fit": "lower the image size (--param image_size or --resize), the batch size "
+           "(--param batch_size) or the network width (--param width, for detectors "
+           "that have one), or train on fewer images",
+    "score": "lower --batch, or use a model fitted with a smaller image_size or width",
+    "heatmap": "lower --batch, or use a model fitted with a smaller image_size or width",
+    "evaluate": "evaluate fewer test images at a time, or use a model fitted with a "
+                "smaller image_size or width",
+    "export": "use a model fitted with a smaller image_size or width",
+    "demo": "lower --image-size, --n-train or --n-test",
+}
+
+#: Messages of torch's (CPU, CUDA, MPS) allocation failures, raised as RuntimeError.
+_ALLOCATION_FAILED = re.compile(
+    r"out of memory|can't allocate|cannot allocate|unable to allocate|not enough memory|"
+    r"ALLOC_FAILED",
+    re.IGNORECASE,
+)
+
+
+def _is_out_of_memory(exc):
+    """Whether ``exc`` says that memory ran out (numpy's, torch's or Python's)."""
+    if isinstance(exc, MemoryError):  # numpy's _ArrayMemoryError included
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        kinds = tuple(
+            k for k in (getattr(torch, "OutOfMemoryError", None),
+                        getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None))
+            if isinstance(k, type)
+        )
+        if kinds and isinstance(exc, kinds):
+            return True
+    return isinstance(exc, RuntimeError) and bool(_ALLOCATION_FAILED.search(str(exc)))
+
+
+def _memory_message(exc, command):
+    """The one line for an out-of-memory error: how much was asked, what to lower."""
+    asked = ""
+    found = re.search(r"allocate\s+(\d[\d.]*)\s*(bytes|[KMGTPE]i?B)", str(exc), re.IGNORECASE)
+    if found:
+        amount, unit = found.groups()
+        if unit.lower() == "bytes":
+            size = float(amount)
+            for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+                if size < 1024 or unit == "EiB":
+                    break
+                size /= 1024
+            amount = f"{size:.0f}" if unit == "bytes" else f"{size:.3g}"
+        asked = f" (an allocation of {amount} {unit} failed)"
+    knobs = _MEMORY_KNOBS.get(command, "use smaller images, batches or networks")
+    return f"out of memory{asked}; {knobs}"
+
+
+def _user_error_message(exc, command=None):
+    """The one-line message of a user error, or None for a bug (re-raised).
+
+    Parameters
+    ----------
+    exc : Exception
+        The error the command raised.
+    command : str, default=None
+        The sub-command, for the advice of an out-of-memory error.
+
+    Returns
+    -------
+    message : str or None
+    """
     image = sys.modules.get("PIL.Image")
     training = sys.modules.get("skanomaly._training")
     if image is not None and isinstance(
@@ -442,11 +558,8 @@ def _user_error_message(exc):
         )
     if training is not None and isinstance(exc, training.TrainingDivergedError):
         return str(exc)
-    if isinstance(exc, MemoryError):
-        return (
-            f"out of memory{f' ({exc})' if str(exc) else ''}; use a smaller image_size, "
-            f"--batch or --resize, or fewer images"
-        )
+    if _is_out_of_memory(exc):
+        return _memory_message(exc, command)
     if isinstance(exc, (CLIError, OSError, ValueError, TypeError, ImportError, EOFError,
                         ArithmeticError)):
         return str(exc) or type(exc).__name__
@@ -483,7 +596,7 @@ def main(argv=None):
         # ValueError, and a diverged training run) are reported in one line;
         # anything else is a bug and keeps its traceback, as does every error
         # with SKANOMALY_DEBUG=1.
-        message = _user_error_message(exc)
+        message = _user_error_message(exc, getattr(args, "command", None))
         if message is None or os.environ.get("SKANOMALY_DEBUG"):
             raise
         print(f"skanomaly: error: {' '.join(message.split())}", file=sys.stderr)

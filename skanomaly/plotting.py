@@ -151,7 +151,9 @@ def plot_anomaly_map(
         Heatmap colour limits; ``None`` uses the heatmap's own minimum and
         maximum.
     title : str, default=None
-        Axes title.
+        Axes title.  Matplotlib draws text between two ``$`` as mathtext; for
+        a title that must appear as it is (a file name), call
+        ``ax.title.set(parse_math=False)`` on the returned axes.
     ax : matplotlib.axes.Axes, default=None
         Axes to draw on; ``None`` makes a new figure of ``figsize`` and
         ``dpi``.

@@ -65,6 +65,11 @@ class ImageFolderSequence:
     >>> detector.fit(X)  # doctest: +SKIP
     """
 
+    #: What the error about an image of another size tells the user to do.  A
+    #: front end whose option for ``size`` has another name sets its own on
+    #: the instance (the command line names ``--resize``).
+    _size_hint = "pass size=(H, W) to resize every image"
+
     def __init__(self, paths_or_folder, mode="auto", size=None):
         if mode not in ("auto", "gray", "rgb"):
             raise ValueError(f"mode must be 'auto', 'gray' or 'rgb'; got {mode!r}.")
@@ -134,7 +139,7 @@ class ImageFolderSequence:
             raise ValueError(
                 f"Image {path} is {image.shape[1]}x{image.shape[0]} pixels but "
                 f"{self.paths[0].name} (the first image) is {self.shape[2]}x"
-                f"{self.shape[1]}; pass size=(H, W) to resize every image, or remove it."
+                f"{self.shape[1]}; {self._size_hint}, or remove it."
             )
         return image
 
