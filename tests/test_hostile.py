@@ -629,6 +629,56 @@ def test_streaming_fpr_threshold_equals_numpy_higher_quantile(n, ties):
         assert stream.threshold() == float(expected), (n, fpr)
 
 
+def test_threshold_rank_is_numpys_higher_quantile_for_every_small_case():
+    from skanomaly.thresholds import threshold_rank
+
+    fprs = [0.0, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.9]
+    for n in range(1, 200):
+        ranks = np.arange(n, dtype=np.float64)
+        for fpr in fprs:
+            expected = n - 1 if fpr == 0 else np.quantile(ranks, 1 - fpr, method="higher")
+            assert threshold_rank(n, fpr) == int(expected), (n, fpr)
+
+
+@pytest.mark.parametrize(
+    "maps, fpr",
+    [
+        (np.random.default_rng(0).random((6, 16, 16)).astype(np.float32), 0.2),  # was 1 rank off
+        (np.random.default_rng(1).random(21), 0.1),
+        (np.random.default_rng(2).random(13), 1 / 3),
+        (np.array([0.1, 0.2, 0.3, 0.4]), 0.5),  # float64 maps stay float64
+    ],
+)
+def test_streaming_and_in_memory_thresholds_agree_exactly(maps, fpr):
+    from skanomaly.thresholds import fpr_threshold
+
+    stream = StreamingFPRThreshold(maps.size, fpr)
+    for part in np.array_split(maps.ravel(), 3):
+        stream.add(part)
+    expected = np.quantile(maps, 1 - fpr, method="higher")
+    assert fpr_threshold(maps, fpr) == stream.threshold() == float(expected)
+
+
+@pytest.mark.parametrize(
+    "fpr, kind", [(1.5, ValueError), (-0.5, ValueError), (1.0, ValueError),
+                  (float("nan"), ValueError), ("0.1", TypeError), (True, ValueError)]
+)
+def test_threshold_fpr_is_checked(fpr, kind):
+    from skanomaly.thresholds import fpr_threshold
+
+    with pytest.raises(kind, match="fpr"):
+        fpr_threshold(np.zeros(4), fpr)
+    with pytest.raises(kind, match="fpr"):
+        StreamingFPRThreshold(4, fpr)
+
+
+def test_threshold_of_no_values_is_refused():
+    from skanomaly.thresholds import fpr_threshold
+
+    with pytest.raises(ValueError, match="at least one pixel value"):
+        fpr_threshold(np.zeros(0), 0.1)
+
+
 # ------------------------------------------------------ pretrained weights
 
 
