@@ -107,12 +107,23 @@ def run_budgets(args):
     return [PAPER_BUDGET] if getattr(args, "preset", "quick") == "paper" else list(args.budget)
 
 
+def budget_label(args, budget):
+    """The label a run's rows get for ``budget``: ``--budget-label`` if given."""
+    label = getattr(args, "budget_label", None)
+    if label and len(run_budgets(args)) > 1:
+        raise ValueError("--budget-label names one budget: pass a single --budget with it")
+    return label or budget
+
+
 def report_budgets(args, rows):
-    """Budget columns of a report: :func:`run_budgets`, plus the paper label
-    when combined rows hold paper-preset runs."""
-    budgets = run_budgets(args)
-    if PAPER_BUDGET not in budgets and any(r.get("budget") == PAPER_BUDGET for r in rows):
-        budgets.append(PAPER_BUDGET)
+    """Budget columns of a report: :func:`run_budgets`, then every other
+    label the combined rows hold (the paper preset's, ``--budget-label``
+    ones), in their order, so that no row is left out of the tables."""
+    budgets = [budget_label(args, b) for b in run_budgets(args)]
+    for row in rows:
+        label = row.get("budget")
+        if label not in (None, "-") and label not in budgets:
+            budgets.append(label)
     return budgets
 
 
@@ -328,6 +339,9 @@ def add_run_options(parser):
                         help="CPU budgets to run (default: all; see _common.BUDGETS)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the baseline rows (when another process has them)")
+    parser.add_argument("--budget-label", default=None,
+                        help="name the budget column of this run's rows (one budget "
+                             "only), e.g. for a run whose --param overrides change it")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                         help="join the rows of earlier --json runs instead of running")

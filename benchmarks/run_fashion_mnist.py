@@ -123,7 +123,7 @@ def main(argv=None):
         if args.json:
             _common.save_rows(args.json, rows, {"command": command, **settings})
         main_table, mean_table = _tables(rows, args.classes, args.detectors,
-                                         _common.run_budgets(args))
+                                         _common.report_budgets(args, rows))
         _common.write_report(args.out, "Fashion-MNIST one-class",
                              {"command": command, **settings},
                              [("Mean over classes", mean_table), ("Results", main_table),
@@ -143,9 +143,11 @@ def main(argv=None):
                                                      budget=budget):
                 if (name, params) not in [(n, p) for n, _, p in cfgs]:
                     cfgs.append((name, cls, params))
-                print(f"[class {c}] {name} {budget} ...", flush=True)
+                print(f"[class {c}] {name} {_common.budget_label(args, budget)} ...",
+                      flush=True)
                 row = _common.evaluate(cls, params, X_train, X_test, y_test)
-                rows.append({"class": label, "detector": name, "budget": budget, **row})
+                rows.append({"class": label, "detector": name,
+                             "budget": _common.budget_label(args, budget), **row})
                 report()  # partial results survive an interruption
     report()
     return rows

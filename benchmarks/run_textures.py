@@ -155,7 +155,8 @@ def main(argv=None):
         _common.write_report(args.out, "Textures with planted defects",
                              {"command": command, **settings},
                              _sections([dict(r) for r in rows], args.textures,
-                                       args.detectors, _common.run_budgets(args), args.n_test)
+                                       args.detectors, _common.report_budgets(args, rows),
+                                       args.n_test)
                              + [("Parameters", _common.params_text(cfgs))])
 
     cfgs = []
@@ -172,13 +173,15 @@ def main(argv=None):
                 if (name, params) not in [(n, p) for n, _, p in cfgs]:
                     cfgs.append((name, cls, params))
                 rules, current = _image_score_variants(cls, params)
-                print(f"[{texture}] {name} {budget} ...", flush=True)
+                print(f"[{texture}] {name} {_common.budget_label(args, budget)} ...",
+                      flush=True)
                 result = _common.evaluate(cls, params, data.X_train, data.X_test,
                                           data.y_test, data.masks_test,
                                           image_scores=rules or [],
                                           kinds_test=data.kinds_test)
                 for rule, row in result:
-                    rows.append({"texture": texture, "detector": name, "budget": budget,
+                    rows.append({"texture": texture, "detector": name,
+                                 "budget": _common.budget_label(args, budget),
                                  "image score": rule or current, **row})
                 report()  # partial results survive an interruption
     report()

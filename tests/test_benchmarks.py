@@ -97,6 +97,14 @@ def test_paper_preset_runs_once_not_once_per_budget():
     # Combined reports show the paper column only when some rows ran it.
     assert _common.report_budgets(quick, [{"budget": "small"}]) == list(_common.BUDGETS)
     assert _common.report_budgets(quick, [{"budget": "paper"}]) == [*_common.BUDGETS, "paper"]
+    # A labelled run (--budget-label) gets its own column, after the budgets.
+    labelled = parser.parse_args(["--budget", "large", "--budget-label", "100 epochs"])
+    assert _common.budget_label(labelled, "large") == "100 epochs"
+    assert _common.budget_label(quick, "small") == "small"
+    assert _common.report_budgets(quick, [{"budget": "-"}, {"budget": "100 epochs"}]) == [
+        *_common.BUDGETS, "100 epochs"]
+    with pytest.raises(ValueError, match="--budget-label names one budget"):
+        _common.budget_label(parser.parse_args(["--budget-label", "x"]), "small")
 
 
 def test_reports_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
