@@ -5,8 +5,10 @@ with 1/True and normal ones with 0/False.  scikit-learn's outlier convention
 (``+1`` normal, ``-1`` anomalous, as returned by ``predict``) is recognised
 when ``-1`` occurs, and numeric labels that are all ``+1`` are read in it too
 (all normal, as ``predict`` returns for a batch of normal images); pass
-booleans to mark every sample anomalous.  Anomaly scores are higher for more anomalous samples:
-pass ``-detector.score_samples(X)`` or ``detector.transform(X)``.
+booleans to mark every sample anomalous.  Labels and masks holding NaN or
+infinity are refused (a ValueError naming them), never read as anomalous.
+Anomaly scores are higher for more anomalous samples: pass
+``-detector.score_samples(X)`` or ``detector.transform(X)``.
 
 Definitions used for every figure skanomaly reports:
 
@@ -48,7 +50,7 @@ __all__ = [
 _EIGHT = np.ones((3, 3), dtype=int)
 
 
-def anomaly_labels(y):
+def anomaly_labels(y, *, name="y"):
     """Boolean anomaly labels from 0/1, bool, or scikit-learn's +1/-1.
 
     Parameters
@@ -58,16 +60,38 @@ def anomaly_labels(y):
         (scikit-learn's outlier convention); numeric labels that are all
         ``+1`` are scikit-learn's too (all normal); otherwise nonzero marks
         anomalies.  Booleans are taken as they are (True = anomalous).
+    name : str, default="y"
+        Name of ``y`` in error messages.
 
     Returns
     -------
     labels : ndarray of bool
+
+    Raises
+    ------
+    TypeError
+        ``y`` is neither integer, floating nor boolean.
+    ValueError
+        ``y`` holds NaN or infinity (a missing label is not an anomaly),
+        or mixes ``-1`` with values other than ``+1``.
     """
     y = np.asarray(y)
     if y.dtype == bool:
         return y
-    if not np.issubdtype(y.dtype, np.number):
-        raise TypeError(f"Labels must be numeric or boolean, got dtype {y.dtype}.")
+    if y.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must hold numeric (0/1, +1/-1) or boolean labels, got dtype {y.dtype}."
+        )
+    if y.dtype.kind == "f":
+        missing = ~np.isfinite(y)
+        if missing.any():
+            where = np.argwhere(missing)[0]
+            where = int(where[0]) if where.size == 1 else tuple(int(i) for i in where)
+            raise ValueError(
+                f"{name} holds NaN or infinity ({int(missing.sum())} of {y.size} values, "
+                f"the first at index {where}); labels must be 0/1 (1 = anomalous), "
+                f"booleans or scikit-learn's +1/-1. Label those samples or drop them."
+            )
     if y.size and np.all(y == 1):
         # predict() of normal images: scikit-learn's +1 = normal.
         return np.zeros(y.shape, dtype=bool)
@@ -75,24 +99,24 @@ def anomaly_labels(y):
         bad = ~np.isin(y, (-1, 1))
         if bad.any():
             raise ValueError(
-                "Labels mix -1 with values other than +1; use 0/1 (1 = anomalous) "
-                "or scikit-learn's +1/-1 (-1 = anomalous)."
+                f"{name} mixes -1 with values other than +1; use 0/1 (1 = anomalous) "
+                f"or scikit-learn's +1/-1 (-1 = anomalous)."
             )
         return y == -1
     return y != 0
 
 
-def _image_labels(y):
+def _image_labels(y, name="y"):
     """Image labels from labels ``(n,)`` or masks ``(n, ...)``."""
     y = np.asarray(y)
-    labels = anomaly_labels(y)
+    labels = anomaly_labels(y, name=name)
     if labels.ndim > 1:
         labels = labels.reshape(len(labels), -1).any(axis=1)
     return labels
 
 
 def _check_pair(masks, maps):
-    masks = anomaly_labels(masks)
+    masks = anomaly_labels(masks, name="masks")
     maps = np.asarray(maps, dtype=np.float64)
     if masks.shape != maps.shape:
         raise ValueError(
@@ -146,7 +170,7 @@ def image_auroc(y_true, anomaly_scores):
 
     [auroc_result]
     """
-    labels = anomaly_labels(y_true).ravel()
+    labels = anomaly_labels(y_true, name="y_true").ravel()
     scores = np.asarray(anomaly_scores, dtype=np.float64).ravel()
     if labels.shape != scores.shape:
         raise ValueError(
@@ -255,7 +279,7 @@ def pro_score(masks, maps, max_fpr=0.3):
 
 
 def _binary_at(y_true, scores, threshold):
-    y = anomaly_labels(y_true).ravel()
+    y = anomaly_labels(y_true, name="y_true").ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
         raise ValueError(f"Labels ({y.size}) and scores ({s.size}) differ in size.")
@@ -295,12 +319,14 @@ def image_auroc_scorer(estimator, X, y):
     ``y`` is image labels (1 = anomalous) or ground-truth masks ``(n, H, W)``
     (an image is anomalous when its mask has a pixel set).
     """
-    return image_auroc(_image_labels(y), -estimator.score_samples(X))
+    return image_auroc(_image_labels(y, name="y"), -estimator.score_samples(X))
 
 
 def pixel_auroc_scorer(estimator, X, y):
     """Scorer: pixel AUROC; ``y`` holds ground-truth masks ``(n, H, W)``."""
-    return pixel_auroc(np.asarray(y).reshape(len(y), -1), estimator.transform(X).reshape(len(y), -1))
+    masks = anomaly_labels(y, name="y")
+    maps = estimator.transform(X)
+    return pixel_auroc(masks.reshape(len(masks), -1), maps.reshape(len(masks), -1))
 
 
 def pro_scorer(estimator, X, y):
@@ -310,6 +336,7 @@ def pro_scorer(estimator, X, y):
         raise ValueError(
             f"pro_scorer needs ground-truth masks of shape (n, H, W), got {masks.shape}."
         )
+    masks = anomaly_labels(masks, name="y")
     maps = estimator.transform(X).reshape(masks.shape)
     return pro_score(masks, maps)
 

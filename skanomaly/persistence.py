@@ -54,6 +54,7 @@ from ._docstrings import fill_doc
 from ._files import atomic_path
 from ._shared_params import MAX_IMAGE_SIZE, physical_memory
 from .registry import get_detector, registry_name
+from .validation import check_image_shape, check_value_range
 
 __all__ = [
     "FORMAT_VERSION",
@@ -296,7 +297,10 @@ _TILED = "tiled"
 #: Its fitted values (``threshold_`` is optional) and the prefix of its inner
 #: detector's tensors.
 _TILED_REQUIRED = ("stride_", "n_features_in_", "input_shape_", "offset_")
-_TILED_FITTED = _TILED_REQUIRED + ("threshold_",)
+#: Fitted since format 1 files were first written: older files lack them and
+#: get them from the saved parameters (what fit used when nothing changed).
+_TILED_DERIVED = ("tile_size_", "image_shape_", "value_range_")
+_TILED_FITTED = _TILED_REQUIRED + ("threshold_",) + _TILED_DERIVED
 _TILED_PREFIX = "detector_."
 
 
@@ -750,16 +754,35 @@ def _load_tiled(path, document, tensors):
     missing = [a for a in _TILED_REQUIRED if a not in values]
     if missing:
         raise ValueError(f"{path} lacks the fitted values {missing}.")
-    if type(values["stride_"]) is not int or values["stride_"] != stride:
-        raise ValueError(f"{path}: stride_ {values['stride_']!r} does not match the "
-                         f"parameters (stride {stride}).")
+    if not any(a in values for a in _TILED_DERIVED):
+        # A file from before these were stored: saved right after fit, so the
+        # parameters are what fit used.
+        values["tile_size_"] = int(tiled.tile_size)
+        if type(values["stride_"]) is not int or values["stride_"] != stride:
+            raise ValueError(f"{path}: stride_ {values['stride_']!r} does not match the "
+                             f"parameters (stride {stride}).")
+        values["image_shape_"], values["value_range_"] = tiled._reading_params()
+    missing = [a for a in _TILED_DERIVED if a not in values]
+    if missing:
+        raise ValueError(f"{path} lacks the fitted values {missing}.")
+    tile = values["tile_size_"]
+    if type(tile) is not int or tile < 1:
+        raise ValueError(f"{path}: tile_size_ {tile!r} is not a positive int.")
+    if type(values["stride_"]) is not int or not 1 <= values["stride_"] <= tile:
+        raise ValueError(f"{path}: stride_ {values['stride_']!r} is not an int in "
+                         f"[1, tile_size_={tile}].")
+    try:  # set_params after fit may differ from them; what fit used must be valid
+        values["image_shape_"] = check_image_shape(values["image_shape_"])
+        values["value_range_"] = check_value_range(values["value_range_"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid image_shape_ or value_range_: {exc}") from None
     for attr, value in values.items():
         setattr(tiled, attr, value)
     tiled.detector_ = detector_
     _check_base_fitted(path, tiled, seeded=False)
-    if tiled.tile_size > min(tiled.input_shape_[:2]):
-        raise ValueError(f"{path}: tile_size exceeds the training images' size.")
-    tile_shape = (tiled.tile_size, tiled.tile_size, tiled.input_shape_[2])
+    if tile > min(tiled.input_shape_[:2]):
+        raise ValueError(f"{path}: tile_size_ exceeds the training images' size.")
+    tile_shape = (tile, tile, tiled.input_shape_[2])
     if detector_.input_shape_ != tile_shape:
         raise ValueError(f"{path}: the inner detector was fitted on "
                          f"{detector_.input_shape_} images, not on the {tile_shape} tiles of "

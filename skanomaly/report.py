@@ -163,7 +163,7 @@ def _check_truth(y, masks, n, shape):
             "and/or masks (n, H, W) with the defective pixels set."
         )
     if masks is not None:
-        masks = metrics.anomaly_labels(masks)
+        masks = metrics.anomaly_labels(masks, name="masks")
         if masks.shape != (n,) + tuple(shape):
             raise ValueError(
                 f"masks must have the images' shape {(n,) + tuple(shape)}; got {masks.shape}."

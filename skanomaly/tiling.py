@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._scoring_api import ScoringAPIMixin
 from ._shared_params import NoBoolNumbersMixin
 from .thresholds import StreamingFPRThreshold
-from .validation import check_images
+from .validation import check_image_shape, check_images, check_value_range
 
 __all__ = ["TiledDetector", "tile_origins"]
 
@@ -176,8 +176,16 @@ class TiledDetector(
     ----------
     detector_ : skanomaly detector
         The clone of ``detector`` fitted on the training tiles.
+    tile_size_ : int
+        The tile size used (``tile_size`` at fit).
     stride_ : int
         The stride used.
+    image_shape_ : tuple or None
+        The inner detector's ``image_shape`` at fit, which unflattens 2-D
+        input at scoring too.
+    value_range_ : tuple or None
+        The inner detector's ``value_range`` at fit, which reads the images
+        at scoring too.
     offset_ : float
         Decision threshold on ``score_samples``, from the training images'
         scores and the inner detector's ``contamination``.
@@ -211,6 +219,12 @@ class TiledDetector(
     image); ``threshold_`` from their stitched maps, as a detector does.
     Held-out images of the inner detector (``validation_fraction``) are
     tiles of the training images, so they are not independent of them.
+
+    Parameters after fit.  Scoring uses what fit used: ``tile_size_``,
+    ``stride_``, ``image_shape_``, ``value_range_`` and ``detector_``.
+    Changing ``tile_size``, ``stride`` or ``detector`` (or its parameters)
+    with ``set_params`` after fitting does not change the fitted wrapper's
+    results; the next ``fit`` uses the new values.
 
     Sizes.  Images of any size at least ``tile_size`` are scored (one size
     per call, as everywhere); the tiles always have ``tile_size``.  A
@@ -301,25 +315,24 @@ class TiledDetector(
             )
         return stride
 
-    def _detector_param(self, name, default=None):
-        return getattr(self.detector, name, default)
-
-    def _validate_images(self, X):
-        return check_images(
-            X,
-            image_shape=self._detector_param("image_shape"),
-            value_range=self._detector_param("value_range"),
+    def _reading_params(self):
+        """The inner detector's ``image_shape`` and ``value_range``, validated
+        (tuples, or None): how ``fit`` reads the images, stored for scoring."""
+        return (
+            check_image_shape(getattr(self.detector, "image_shape", None)),
+            check_value_range(getattr(self.detector, "value_range", None)),
         )
 
-    def _origins(self, images, stride):
+    @staticmethod
+    def _origins(images, tile_size, stride):
         h, w = images.height, images.width
-        if self.tile_size > min(h, w):
+        if tile_size > min(h, w):
             raise ValueError(
-                f"tile_size={self.tile_size} is larger than the {h}x{w} images of X; "
+                f"tile_size={tile_size} is larger than the {h}x{w} images of X; "
                 f"use tile_size <= {min(h, w)} (tiles are square and cut from inside "
                 f"the image)."
             )
-        return tile_origins(h, w, self.tile_size, stride)
+        return tile_origins(h, w, tile_size, stride)
 
     def _reset_fitted(self):
         for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
@@ -344,17 +357,22 @@ class TiledDetector(
         """
         self._validate_params()
         stride = self._check_params()
-        images = self._validate_images(X)
-        origins = self._origins(images, stride)
+        tile_size = int(self.tile_size)
+        image_shape, value_range = self._reading_params()
+        images = check_images(X, image_shape=image_shape, value_range=value_range)
+        origins = self._origins(images, tile_size, stride)
         self._reset_fitted()
         try:
             det = clone(self.detector)
             # Tiles are float32 in [0, 1] images: the detector reads them as is.
             own = det.get_params(deep=False)
             det.set_params(**{k: None for k in ("image_shape", "value_range") if k in own})
-            det.fit(_TileSequence(images, origins, self.tile_size))
+            det.fit(_TileSequence(images, origins, tile_size))
             self.detector_ = det
+            self.tile_size_ = tile_size
             self.stride_ = stride
+            self.image_shape_ = image_shape
+            self.value_range_ = value_range
             self.n_features_in_ = images.n_features
             self.input_shape_ = (images.height, images.width, images.n_channels)
             self._fit_offset_and_threshold(images)
@@ -385,7 +403,7 @@ class TiledDetector(
     # ------------------------------------------------------------ scoring
     def _check_input(self, X):
         check_is_fitted(self)
-        images = self._validate_images(X)
+        images = check_images(X, image_shape=self.image_shape_, value_range=self.value_range_)
         name = type(self).__name__
         if images.flat and images.n_features != self.n_features_in_:
             raise ValueError(
@@ -407,9 +425,10 @@ class TiledDetector(
         ``map_sink`` (``add(maps)``) receives each image's stitched map.
         """
         det = self.detector_
-        origins = self._origins(images, self.stride_)
-        reader = _TileReader(images, self.tile_size)
-        h, w, t = images.height, images.width, int(self.tile_size)
+        t = self.tile_size_
+        origins = self._origins(images, t, self.stride_)
+        reader = _TileReader(images, t)
+        h, w = images.height, images.width
         need_maps = with_maps or map_sink is not None
         n = images.n_images
         scores = np.empty(n, dtype=np.float64)

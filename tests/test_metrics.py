@@ -130,3 +130,54 @@ def test_pro_score_stays_in_unit_interval():
         scores += [metrics.pro_score(masks, maps, max_fpr=m) for m in (0.3, 1.0, 0.05, 1e-3)]
     assert 0.0 <= min(scores) and max(scores) <= 1.0
     assert max(scores) == 1.0
+
+
+class _Fixed:
+    """A stand-in fitted detector returning fixed scores and maps."""
+
+    def __init__(self, maps):
+        self.maps = np.asarray(maps, dtype=np.float64)
+
+    def score_samples(self, X):
+        return -self.maps.reshape(len(self.maps), -1).max(axis=1)
+
+    def transform(self, X):
+        return self.maps
+
+
+@pytest.mark.parametrize("missing", [np.nan, np.inf])
+def test_nan_labels_and_masks_are_refused_not_read_as_anomalous(missing):
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    y = np.array([0.0, 1.0, 0.0, missing])
+    for call in (
+        lambda: metrics.image_auroc(y, scores),
+        lambda: metrics.f1_at_threshold(y, scores, 0.5),
+        lambda: metrics.tpr_tnr_at_threshold(y, scores, 0.5),
+    ):
+        with pytest.raises(ValueError, match=r"y_true holds NaN or infinity \(1 of 4 values, "
+                                             r"the first at index 3\)"):
+            call()
+    masks = np.zeros((2, 4, 4))
+    masks[0, 1:3, 1:3] = 1.0
+    masks[1, 2, 3] = missing
+    maps = np.random.default_rng(0).uniform(size=masks.shape)
+    for call in (lambda: metrics.pixel_auroc(masks, maps), lambda: metrics.pro_score(masks, maps)):
+        with pytest.raises(ValueError, match=r"masks holds NaN or infinity .* index \(1, 2, 3\)"):
+            call()
+    det = _Fixed(maps)
+    for scorer in metrics.SCORERS.values():
+        with pytest.raises(ValueError, match="y holds NaN or infinity"):
+            scorer(det, maps, masks)
+    with pytest.raises(ValueError, match="y holds NaN or infinity"):
+        metrics.image_auroc_scorer(_Fixed(np.ones((4, 1, 1))), None, y)
+
+
+def test_nonzero_mask_values_stay_anomalous():
+    # Documented: nonzero marks anomalies (mask images are often 0/255).
+    masks = np.zeros((2, 4, 4), dtype=np.uint8)
+    masks[0, 1:3, 1:3] = 255
+    maps = np.random.default_rng(1).uniform(size=masks.shape)
+    assert metrics.pixel_auroc(masks, maps) == metrics.pixel_auroc(masks > 0, maps)
+    assert metrics.pro_score(masks, maps) == metrics.pro_score(masks > 0, maps)
+    with pytest.raises(TypeError, match="y must hold numeric"):
+        metrics.anomaly_labels(np.array(["0", "1"]))

@@ -1,5 +1,6 @@
 """The safe model format: ``det.save(path)`` / ``skanomaly.load(path)`` and the CLI's use of it."""
 
+import copy
 import json
 import os
 import pickle
@@ -306,14 +307,49 @@ def test_tiled_detector_round_trip_without_unpickling(tiled_saved, monkeypatch):
     np.testing.assert_array_equal(s1, s0)
     np.testing.assert_array_equal(m1, m0)
     np.testing.assert_array_equal(loaded.segment(X), det.segment(X))
+    for attr in ("tile_size_", "image_shape_", "value_range_"):
+        assert getattr(loaded, attr) == getattr(det, attr)
+
+
+def test_tiled_detector_saved_after_set_params_scores_as_fitted(tiled_saved, tmp_path):
+    # Parameters changed after fit do not change the fitted wrapper, in
+    # memory or through a file (the file keeps what fit used).
+    det, _, X = tiled_saved
+    s0 = det.score_samples(X)
+    changed = copy.deepcopy(det).set_params(tile_size=det.tile_size_ // 2, stride=2)
+    np.testing.assert_array_equal(changed.score_samples(X), s0)
+    changed.save(tmp_path / "changed.skan")
+    loaded = skanomaly.load(tmp_path / "changed.skan")
+    assert loaded.tile_size == det.tile_size_ // 2 and loaded.tile_size_ == det.tile_size_
+    np.testing.assert_array_equal(loaded.score_samples(X), s0)
+
+
+def test_tiled_file_without_tile_size_takes_it_from_the_parameters(tiled_saved, tmp_path):
+    # Files written before tile_size_, image_shape_ and value_range_ were stored.
+    det, path, X = tiled_saved
+    tensors, document = _read(path)
+    for attr in ("tile_size_", "image_shape_", "value_range_"):
+        document["fitted"].pop(attr)
+    _write(tmp_path / "old.skan", tensors, document)
+    loaded = skanomaly.load(tmp_path / "old.skan")
+    assert loaded.tile_size_ == det.tile_size_
+    np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
         (lambda t, d: d["params"].update(evil=1), "unknown to TiledDetector: ['evil']"),
-        (lambda t, d: d["fitted"].update(stride_=8), "stride_ 8 does not match"),
-        (lambda t, d: d["fitted"].update(stride_=16.0), "stride_ 16.0 does not match"),
+        (lambda t, d: d["fitted"].update(stride_=25), "stride_ 25 is not an int in [1, tile_size_"),
+        (lambda t, d: d["fitted"].update(stride_=0), "stride_ 0 is not an int in [1, tile_size_"),
+        (lambda t, d: d["fitted"].update(stride_=16.0), "stride_ 16.0 is not an int in"),
+        (lambda t, d: d["fitted"].update(tile_size_=24.0), "tile_size_ 24.0 is not a positive"),
+        (lambda t, d: d["fitted"].update(value_range_={"tuple": [1.0, 0.0]}),
+         "invalid image_shape_ or value_range_"),
+        (lambda t, d: d["fitted"].pop("image_shape_"), "lacks the fitted values ['image_shape_']"),
+        # A file from before tile_size_ was stored: its stride_ must match the parameters.
+        (lambda t, d: [d["fitted"].pop(a) for a in ("tile_size_", "image_shape_", "value_range_")]
+         and d["fitted"].update(stride_=8), "stride_ 8 does not match"),
         (lambda t, d: d["fitted"].update(offset_=float("nan")), "offset_ must be a finite"),
         (lambda t, d: d["inner"]["fitted"].update(input_shape_={"tuple": [8, 8, 1]},
                                                   n_features_in_=64),
@@ -327,7 +363,7 @@ def test_tiled_detector_round_trip_without_unpickling(tiled_saved, monkeypatch):
          "describes images larger than this machine's memory"),
         (lambda t, d: d["fitted"].update(threshold_=10**400), "threshold_ must be a finite"),
         (lambda t, d: d["inner"]["params"].update(image_size=10**6), "is too large"),
-        (lambda t, d: d["params"].update(tile_size=64), "tile_size exceeds"),
+        (lambda t, d: d["fitted"].update(tile_size_=64), "tile_size_ exceeds"),
         (lambda t, d: d["detector_params"].update(detector="scadn"), "kinds disagree"),
         (lambda t, d: d["inner"]["params"].update(evil=1), "unknown to DFRDetector"),
         (lambda t, d: t.update({"net_.module_.encoder.0.bias": torch.zeros(1)}),

@@ -1,6 +1,7 @@
 """Full resolution (``image_size=None``) and tiled scoring (``TiledDetector``)."""
 
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -58,11 +59,13 @@ class _TileEcho(OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, batch_size=3, contamination="auto", segmentation_fpr=0.0,
-                 interrupt=False):
+                 interrupt=False, image_shape=None, value_range=None):
         self.batch_size = batch_size
         self.contamination = contamination
         self.segmentation_fpr = segmentation_fpr
         self.interrupt = interrupt
+        self.image_shape = image_shape  # read by TiledDetector, as a detector's
+        self.value_range = value_range
 
     _pixel_threshold = True
 
@@ -246,6 +249,31 @@ def test_errors_name_the_parameter():
         det.transform(np.repeat(X[..., None], 3, axis=-1))
     with pytest.raises(ValueError, match=r"tile_size=16 is larger than the 10x40 images"):
         det.transform(X[:, :10])
+
+
+def test_parameters_set_after_fit_do_not_change_the_fitted_model():
+    X = _smooth_images(2, 32, 32, seed=8)
+    det = TiledDetector(_TileEcho(), tile_size=16).fit(X)
+    scores, maps = det.score_and_transform(X)
+    assert (det.tile_size_, det.stride_) == (16, 8)
+    det.set_params(tile_size=4, stride=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN maps, no RuntimeWarning
+        s2, m2 = det.score_and_transform(X)
+    np.testing.assert_array_equal(s2, scores)
+    np.testing.assert_array_equal(m2, maps)
+    det.fit(X)  # the next fit uses the new values
+    assert (det.tile_size_, det.stride_) == (4, 3)
+
+    # The inner detector's image_shape and value_range: how fit read the images.
+    flat = (2 * X).reshape(2, -1)
+    det = TiledDetector(_TileEcho(image_shape=[32, 32], value_range=(0, 2)),
+                        tile_size=16).fit(flat)
+    assert det.image_shape_ == (32, 32) and det.value_range_ == (0.0, 2.0)
+    maps = det.transform(flat)
+    np.testing.assert_allclose(maps.reshape(X.shape), X, rtol=0, atol=1e-6)
+    det.set_params(detector__image_shape=(16, 64), detector__value_range=(0, 1))
+    np.testing.assert_array_equal(det.transform(flat), maps)
 
 
 def test_interrupted_fit_leaves_no_fitted_state():
