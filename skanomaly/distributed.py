@@ -158,6 +158,38 @@ def _reraise_for_group(name, exc):
     raise new from exc
 
 
+def _abandon(client, cancel, release):
+    """Stop and forget this call's futures on the cluster after a failure.
+
+    ``cancel`` holds futures whose keys only this call made (they are
+    cancelled, then released); ``release`` holds futures whose keys a caller
+    may share (a computed Dask collection): they are only released, which
+    drops this call's reference and nobody else's.  Errors of the cleanup
+    itself (a closed client) are swallowed so that the original exception
+    propagates unchanged.
+    """
+    try:
+        with contextlib.suppress(Exception):
+            client.cancel([future for future in cancel if future is not None])
+    finally:
+        _release(cancel, release)
+
+
+def _release(*collections):
+    """Release every future in ``collections`` and empty them.
+
+    :meth:`~dask.distributed.Future.release` drops this call's hold on the
+    key at once (without waiting for garbage collection, which a traceback
+    kept by IPython or a debugger would delay forever); the scheduler then
+    forgets the task and the workers free its data.
+    """
+    for futures in collections:
+        for future in futures:
+            if future is not None:
+                future.release()
+        futures.clear()
+
+
 def _fit_task(estimator, X, torch_threads):
     """Worker side of :func:`fit_per_group`: fit, return the fitted estimator."""
     with worker_torch_threads(torch_threads):
@@ -184,10 +216,12 @@ def fit_per_group(estimator, groups, client=None, *, torch_threads=None, resourc
     estimator : estimator object
         The unfitted template, e.g. ``DFRDetector(random_state=0)``; it is
         not changed.
-    groups : mapping of str to array-like
+    groups : mapping of hashable to array-like
         Group name -> the normal training images of that group, in any
         layout ``fit`` accepts, or a Dask collection (computed on the
-        workers, never gathered to the caller).
+        workers, never gathered to the caller).  Names are any keys a dict
+        takes (str, int, tuple, ...); names that print alike, such as ``1``
+        and ``"1"``, are different groups.
     client : dask.distributed.Client or None, default=None
         The cluster to use; ``None`` takes the current default client.
     torch_threads : int or None, default=None
@@ -200,19 +234,34 @@ def fit_per_group(estimator, groups, client=None, *, torch_threads=None, resourc
 
     Returns
     -------
-    fitted : dict of str to estimator
-        Group name -> fitted clone, in the order of ``groups``.
+    fitted : dict
+        Group name (the keys of ``groups``) -> fitted clone, in the order of
+        ``groups``.
 
     Raises
     ------
     ValueError
         ``groups`` is empty, or no client is given or current; a fit's own
         error is raised again with the same type where possible and the
-        group's name in its message (the other fits are cancelled).
+        group's name in its message.
+    TypeError
+        ``estimator`` is not a scikit-learn estimator or ``groups`` is not a
+        mapping.
 
     See Also
     --------
     score : Apply the fitted detectors to collections on the cluster.
+
+    Notes
+    -----
+    When a fit fails, or the call is interrupted (``KeyboardInterrupt``,
+    e.g. Ctrl-C while it waits), every fit of the call is cancelled and
+    every group's images are released from the workers' memory before the
+    exception propagates unchanged; nothing of the call stays on the
+    cluster, even while a kept traceback (IPython keeps the last one) holds
+    the call's frame.  On success the images are released as soon as the fitted
+    detectors are back.  A fit already running on a worker cannot be
+    stopped from outside: its thread finishes, and its result is dropped.
 
     Examples
     --------
@@ -241,39 +290,58 @@ def fit_per_group(estimator, groups, client=None, *, torch_threads=None, resourc
     client = _resolve_client(client, "fit_per_group")
 
     names = list(groups)
-    run = uuid.uuid4().hex[:8]
-    # Images: Dask collections are computed where they live; everything else
-    # is scattered in one call, which spreads the groups over the workers.
-    data = {}
-    local = [name for name in names if not dask.is_dask_collection(groups[name])]
-    if local:
-        scattered = client.scatter([groups[name] for name in local], hash=False)
-        data.update(zip(local, scattered))
-    for name in names:
-        if name not in data:
-            data[name] = client.compute(groups[name])
-    futures = {
-        name: client.submit(
-            _fit_task,
-            clone(estimator),
-            data[name],
-            torch_threads,
-            key=f"skanomaly-fit-{name}-{run}",
-            pure=False,
-            resources=resources,
-        )
-        for name in names
-    }
-    group_of = {future.key: name for name, future in futures.items()}
-    fitted = {}
-    for future in as_completed(list(futures.values())):
-        name = group_of[future.key]
-        if future.status == "error":
-            error = future.exception()
-            client.cancel([f for f in futures.values() if f.key != future.key])
-            _reraise_for_group(name, error)
-        fitted[name] = future.result()
-    return {name: fitted[name] for name in names}
+    # Task keys hold the group's position and a token of this call, never the
+    # name: names that print alike (1 and "1") must not share a task.
+    token = uuid.uuid4().hex
+    scattered, computed, fits = [], [], []
+    try:
+        # Images: Dask collections are computed where they live; everything
+        # else is scattered in one call, which spreads the groups over the
+        # workers.
+        data = [None] * len(names)
+        local = [i for i, name in enumerate(names)
+                 if not dask.is_dask_collection(groups[name])]
+        if local:
+            scattered.extend(
+                client.scatter([groups[names[i]] for i in local], hash=False)
+            )
+            for i, future in zip(local, scattered):
+                data[i] = future
+        for i, name in enumerate(names):
+            if data[i] is None:
+                computed.append(client.compute(groups[name]))
+                data[i] = computed[-1]
+        for i, name in enumerate(names):
+            fits.append(
+                client.submit(
+                    _fit_task,
+                    clone(estimator),
+                    data[i],
+                    torch_threads,
+                    key=f"skanomaly-fit-{i}-{token}",
+                    pure=False,
+                    resources=resources,
+                )
+            )
+        data.clear()
+        position = {future.key: i for i, future in enumerate(fits)}
+        fitted = [None] * len(names)
+        for future in as_completed(fits):
+            i = position[future.key]
+            if future.status == "error":
+                _reraise_for_group(names[i], future.exception())
+            fitted[i] = future.result()
+        future = None
+        return {name: fitted[i] for i, name in enumerate(names)}
+    except BaseException:
+        # An error, or Ctrl-C while waiting: no fit may go on running and no
+        # group's images may stay in worker memory, even while a kept
+        # traceback holds this frame.
+        future = data = fitted = None
+        _abandon(client, cancel=[*fits, *scattered], release=computed)
+        raise
+    finally:
+        _release(fits, scattered, computed)
 
 
 # -------------------------------------------------------------------- score
@@ -403,6 +471,14 @@ def score(
     --------
     fit_per_group : Fit one detector per group of images on the cluster.
 
+    Notes
+    -----
+    When a task fails, or the call is interrupted (``KeyboardInterrupt``,
+    e.g. Ctrl-C while it waits), the tasks are cancelled and the partitions
+    and the detector are released from the workers before the exception
+    propagates unchanged; with ``compute=True`` they are released once the
+    result is back too.
+
     Examples
     --------
     >>> import dask.array as da
@@ -431,38 +507,59 @@ def score(
     kind = _check_collection(collection)
     client = _resolve_client(client, "score")
 
-    if kind == "numpy":
-        n = collection.shape[0]
-        size = partition_size or _default_partition_size(detector, n, client)
-        starts = range(0, n, size)
-        # One scatter call spreads the partitions over the workers (a memmap
-        # is read as its partitions are pickled); collections larger than
-        # memory belong in a Dask array that the workers read themselves.
-        parts = client.scatter([collection[i : i + size] for i in starts], hash=False)
-        images = da.concatenate(
-            [
-                da.from_delayed(part, shape=(min(size, n - i), *collection.shape[1:]),
-                                dtype=collection.dtype)
-                for part, i in zip(parts, starts)
-            ]
-        )
-    else:
-        images = collection
+    # Futures of this call: NumPy partitions, the detector, the result.
+    owned = []
+    lazy = False
+    try:
+        if kind == "numpy":
+            n = collection.shape[0]
+            size = partition_size or _default_partition_size(detector, n, client)
+            starts = range(0, n, size)
+            # One scatter call spreads the partitions over the workers (a
+            # memmap is read as its partitions are pickled); collections
+            # larger than memory belong in a Dask array that the workers read
+            # themselves.
+            owned.extend(
+                client.scatter([collection[i : i + size] for i in starts], hash=False)
+            )
+            images = da.concatenate(
+                [
+                    da.from_delayed(part, shape=(min(size, n - i), *collection.shape[1:]),
+                                    dtype=collection.dtype)
+                    for part, i in zip(owned, starts)
+                ]
+            )
+        else:
+            images = collection
 
-    [remote_detector] = client.scatter([detector], broadcast=True, hash=False)
-    dtype, tail = _output_layout(detector, method, images.shape)
-    out_ndim = 1 + len(tail)
-    result = images.map_blocks(
-        _apply_task,
-        remote_detector,
-        method,
-        torch_threads,
-        dtype=dtype,
-        drop_axis=list(range(out_ndim, images.ndim)),
-        chunks=(images.chunks[0], *((t,) for t in tail)),
-        meta=np.empty((0,) * out_ndim, dtype=dtype),
-        name=f"skanomaly-{method}-{uuid.uuid4().hex[:8]}",
-    )
-    if not compute:
-        return result
-    return client.compute(result, resources=resources, sync=True)
+        owned.extend(client.scatter([detector], broadcast=True, hash=False))
+        dtype, tail = _output_layout(detector, method, images.shape)
+        out_ndim = 1 + len(tail)
+        result = images.map_blocks(
+            _apply_task,
+            owned[-1],
+            method,
+            torch_threads,
+            dtype=dtype,
+            drop_axis=list(range(out_ndim, images.ndim)),
+            chunks=(images.chunks[0], *((t,) for t in tail)),
+            meta=np.empty((0,) * out_ndim, dtype=dtype),
+            name=f"skanomaly-{method}-{uuid.uuid4().hex[:8]}",
+        )
+        if not compute:
+            # The lazy array holds the scattered futures from here on.
+            lazy = True
+            return result
+        owned.append(client.compute(result, resources=resources))
+        return client.gather(owned[-1])
+    except BaseException:
+        # An error, or Ctrl-C while waiting: stop the tasks and free the
+        # partitions and the detector on the workers, even while a kept
+        # traceback holds this frame.
+        lazy = False
+        images = result = None
+        _abandon(client, cancel=owned, release=[])
+        raise
+    finally:
+        if not lazy:
+            _release(owned)

@@ -1,12 +1,18 @@
 """skanomaly on a Dask cluster: searches, per-group fits, collection scoring.
 
 One real ``LocalCluster`` (2 worker processes, 1 thread each) serves the
-whole module; detectors are tiny (16 px images, 1-2 epochs).
+whole module; detectors are tiny (16 px images, 1-2 epochs).  The clean-up
+tests hold their tasks on the workers with a stand-in estimator that waits
+for a Dask Event, and press Ctrl-C (SIGINT) in this process while the call
+waits.
 """
 
 import importlib
 import os
+import signal
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,9 +21,9 @@ import torch
 pytest.importorskip("distributed")
 
 import dask.array as da  # noqa: E402
-from dask.distributed import Client, LocalCluster, get_task_stream  # noqa: E402
+from dask.distributed import Client, Event, LocalCluster, get_task_stream  # noqa: E402
 from joblib import parallel_config  # noqa: E402
-from sklearn.base import clone  # noqa: E402
+from sklearn.base import BaseEstimator, clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_validate  # noqa: E402
 
@@ -160,6 +166,132 @@ def test_fit_per_group_names_the_failing_group(client):
         fit_per_group(small("igd", image_size=SIZE), groups, client=client)
 
 
+class _Gated(BaseEstimator):
+    """A stand-in detector whose fit and score_samples wait for a Dask Event.
+
+    With ``gate=None`` nothing waits; images holding a NaN fail at once.
+    """
+
+    def __init__(self, gate=None):
+        self.gate = gate
+
+    def _wait(self, X):
+        X = np.asarray(X, dtype=float)
+        if np.isnan(X).any():
+            raise ValueError("Input X contains NaN.")
+        if self.gate is not None:
+            Event(self.gate).wait(timeout=120)
+        return X.reshape(len(X), -1)
+
+    def fit(self, X, y=None):
+        self.mean_ = self._wait(X).mean()
+        self.n_seen_ = len(X)
+        return self
+
+    def score_samples(self, X):
+        return -np.abs(self._wait(X) - self.mean_).mean(axis=1)
+
+
+def _scheduler_tasks(dask_scheduler):
+    return {str(key) for key in dask_scheduler.tasks}
+
+
+def _worker_data(dask_worker):
+    return {str(key) for key in dask_worker.data}
+
+
+def _leftovers(client, before, timeout=20):
+    """Tasks on the scheduler and keys in the workers' memory not in ``before``.
+
+    Releases travel to the scheduler asynchronously: wait up to ``timeout``
+    seconds for them to arrive.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = client.run_on_scheduler(_scheduler_tasks)
+        data = set().union(*client.run(_worker_data).values())
+        new = (tasks | data) - before
+        if not new or time.monotonic() > deadline:
+            return new
+        time.sleep(0.1)
+
+
+def _cluster_state(client):
+    return client.run_on_scheduler(_scheduler_tasks) | set().union(
+        *client.run(_worker_data).values()
+    )
+
+
+def _ctrl_c_when_processing(client, n_tasks):
+    """Press Ctrl-C in this process once ``n_tasks`` tasks are on the workers.
+
+    A thread watches the scheduler and sends SIGINT to the main thread, which
+    then raises KeyboardInterrupt wherever it waits for the cluster.
+    """
+    main = threading.main_thread().ident
+
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(map(len, client.processing().values())) >= n_tasks:
+                break
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def ctrl_c():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test's duration."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield _ctrl_c_when_processing
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("how", ["error", "ctrl-c"])
+def test_fit_per_group_leaves_nothing_on_the_cluster_after_a_failure(
+    client, ctrl_c, how, request
+):
+    gate = f"skanomaly-test-{request.node.name}"
+    before = _cluster_state(client)
+    bad = images(4).astype(float)
+    bad[0, 0, 0] = np.nan
+    if how == "error":
+        # "stuck" waits on the gate while "bad" fails: the error cancels it.
+        groups, expected = {"stuck": images(4), "bad": bad}, ValueError
+    else:
+        groups, expected = {"a": images(4), "b": images(5)}, KeyboardInterrupt
+        watcher = ctrl_c(client, 2)
+    try:
+        # pytest keeps the traceback, and so every frame of the call, alive,
+        # as IPython keeps sys.last_traceback.
+        with pytest.raises(expected) as excinfo:
+            fit_per_group(_Gated(gate), groups, client)
+        if how == "error":
+            assert "group 'bad' failed" in str(excinfo.value)
+        else:
+            watcher.join()
+        # Neither the fits nor the scattered images are left on the cluster,
+        # though the fits still wait on their workers.
+        assert _leftovers(client, before) == set()
+    finally:
+        Event(gate, client=client).set()
+    assert _leftovers(client, before) == set()
+    assert excinfo.type is expected
+
+
+def test_fit_per_group_keeps_groups_whose_names_print_alike(client):
+    before = _cluster_state(client)
+    fitted = fit_per_group(_Gated(), {1: images(3), "1": images(5), (1,): images(2)}, client)
+    assert list(fitted) == [1, "1", (1,)]
+    assert [fitted[name].n_seen_ for name in fitted] == [3, 5, 2]
+    # The scattered images are released once the detectors are back.
+    assert _leftovers(client, before) == set()
+
+
 def test_fit_per_group_checks_its_arguments():
     det = small("igd")
     with pytest.raises(ValueError, match="groups is empty"):
@@ -212,6 +344,24 @@ def test_score_lazily_returns_a_dask_array(client, fitted_igd):
     assert lazy.shape == (9, SIZE, SIZE) and lazy.dtype == np.float32
     assert lazy.chunks[0] == (4, 4, 1)
     np.testing.assert_array_equal(lazy.compute(), fitted_igd.transform(X))
+
+
+def test_score_leaves_nothing_on_the_cluster_after_ctrl_c(client, ctrl_c, request):
+    gate = f"skanomaly-test-{request.node.name}"
+    detector = _Gated().fit(images(4)).set_params(gate=gate)
+    before = _cluster_state(client)
+    watcher = ctrl_c(client, 2)
+    try:
+        with pytest.raises(KeyboardInterrupt) as excinfo:
+            score(detector, images(6), client, partition_size=3)
+        watcher.join()
+        # Neither the partitions, the detector nor the tasks stay, though
+        # the traceback keeps every frame of the call alive.
+        assert _leftovers(client, before) == set()
+    finally:
+        Event(gate, client=client).set()
+    assert _leftovers(client, before) == set()
+    assert excinfo.type is KeyboardInterrupt
 
 
 class _NoCluster:
