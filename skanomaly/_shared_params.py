@@ -209,7 +209,15 @@ value_range : tuple (low, high) or None, default=None
     floats 0-1.
 callbacks : list of skorch callbacks or None, default=None
     Added to the training net (e.g. ``EarlyStopping``, ``Checkpoint``,
-    ``GradientNormClipping``, ``LRScheduler``).
+    ``GradientNormClipping``, ``LRScheduler``), as instances, classes or
+    ``(name, callback)`` pairs.  ``fit`` trains copies
+    (:func:`sklearn.base.clone`), so the objects passed here never gain
+    fitted state; the fitted ones are in ``net_.callbacks_``.
+    ``("progress_bar", None)`` or ``("time_estimate", None)`` switch those
+    off (a callback under either name replaces it); the divergence guard
+    ``"finite_loss"`` cannot be replaced, nor ``"early_stopping"`` or
+    ``"lr_schedule"`` while ``early_stopping=True`` or ``lr_schedule`` set
+    them.
 validation_fraction : float in (0, 1) or None, default=None
     Holds out this share of the training images as skorch's validation set
     (``valid_loss``, e.g. for early stopping); with ``early_stopping=True``

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
@@ -217,6 +218,21 @@ def _raised_by_early_stopping(exc):
     )
 
 
+def _copy_callback(cb, index):
+    """A fresh copy of the user's callback ``callbacks[index]`` (classes and
+    None as they are): its parameters, none of its fitted state."""
+    if cb is None or isinstance(cb, type):
+        return cb
+    try:
+        return clone(cb, safe=False)
+    except Exception as exc:  # noqa: BLE001 - any failure: say which callback
+        raise TypeError(
+            f"callbacks[{index}] ({type(cb).__name__}) cannot be copied for training "
+            f"({type(exc).__name__}: {exc}); pass the callback class, or a callback whose "
+            f"parameters sklearn.base.clone can copy."
+        ) from exc
+
+
 def make_net(
     estimator,
     module,
@@ -272,8 +288,17 @@ def make_net(
         ))
     if training and getattr(estimator, "lr_schedule", "paper") == "warmup_cosine":
         callbacks.append(("lr_schedule", WarmupCosineLR()))
+    # The user's callbacks are copied (unfitted, as scikit-learn clones a
+    # meta-estimator's parts), so fit never changes the ``callbacks``
+    # parameter nor leaves training outputs in it.  A (name, callback) pair
+    # named like the progress bar or the time estimate replaces it (None
+    # switches it off, as in skorch); _check_shared_params refuses the names
+    # of the other built-in callbacks.
     for i, cb in enumerate(estimator.callbacks or () if training else ()):
-        callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
+        name, cb = cb if isinstance(cb, tuple) else (f"user_{i}", cb)
+        cb = _copy_callback(cb, i)
+        callbacks = [c for c in callbacks if c[0] != name]
+        callbacks.append((name, cb))  # (name, None) also switches off a net default
     fraction = estimator._validation_fraction()
     train_split = (
         ValidSplit(fraction, stratified=False, random_state=estimator._seed_)

@@ -231,6 +231,18 @@ class BaseDetector(
         resolve_device(self.device)
         _check_working_size(getattr(self, "image_size", None))
         named = _check_callbacks(getattr(self, "callbacks", None))
+        if "finite_loss" in named:
+            raise ValueError(
+                "callbacks names a callback 'finite_loss', the name of the divergence "
+                "guard, which cannot be replaced or switched off; give your callback "
+                "another name."
+            )
+        if getattr(self, "early_stopping", False) and "early_stopping" in named:
+            raise ValueError(
+                "early_stopping=True and a callback named 'early_stopping' both stop "
+                "training early; pass early_stopping=False to use your callback, or "
+                "remove it."
+            )
         if getattr(self, "lr_schedule", "paper") != "paper" and "lr_schedule" in named:
             raise ValueError(
                 f"lr_schedule={self.lr_schedule!r} and a callback named 'lr_schedule' both "

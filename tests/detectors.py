@@ -70,3 +70,12 @@ def golden_factories():
             "igd", max_epochs=2, beta=0.5, teacher="efficientnet_lite0", kd_iterations=3
         ),
     }
+
+
+def trained_callback(det, kind):
+    """The copy of a user's callback that ``fit`` trained (``net_.callbacks_``):
+    the one named ``kind`` (a str) or the one instance of class ``kind``."""
+    found = [cb for name, cb in det.net_.callbacks_
+             if (name == kind if isinstance(kind, str) else isinstance(cb, kind))]
+    assert len(found) == 1, (kind, [name for name, _ in det.net_.callbacks_])
+    return found[0]

@@ -8,6 +8,7 @@ fixtures and trained for one epoch on tiny images, so the module stays fast.
 import copy
 import csv
 import os
+import pickle
 import urllib.error
 
 import joblib
@@ -385,6 +386,50 @@ def test_bad_callbacks_are_refused_before_training(fitted, callbacks, kind, phra
     with pytest.raises(kind, match=phrase):
         det.fit(X)
     _assert_unfitted(det)
+
+
+def _zero_score(net, X=None, y=None):
+    return 0.0
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_fit_leaves_the_users_callbacks_untouched(fitted, interrupt):
+    # Callbacks are parameters: fit trains copies, so the user's objects gain
+    # no fitted state (skorch's EpochScoring would keep the last batch's
+    # reconstructions) and pickles of the detector reach none of it.
+    from skorch.callbacks import EpochScoring
+
+    name, _, X = fitted
+    score = EpochScoring(_zero_score, on_train=True, name="s")
+    callbacks = [score] + ([_Interrupt()] if interrupt else [])
+    det = make_detector(name, callbacks=callbacks)
+    before = len(pickle.dumps(det))
+    if interrupt:
+        with pytest.raises(KeyboardInterrupt):
+            det.fit(X)
+    else:
+        det.fit(X)
+        assert "s" in det.net_.history[-1]  # the copy did its work
+    assert det.get_params()["callbacks"][0] is score
+    assert not [k for k in vars(score) if k.endswith("_")]  # no fitted state
+    if interrupt:
+        assert len(pickle.dumps(det)) == before
+
+
+def test_builtin_callback_names(fitted):
+    name, det, X = fitted
+    quiet = make_detector(name, verbose=1, callbacks=[("progress_bar", None),
+                                                      ("time_estimate", None)]).fit(X)
+    names = [n for n, _ in quiet.net_.callbacks]
+    assert "progress_bar" not in names and "time_estimate" not in names
+    assert "finite_loss" in names
+    for callbacks, phrase in [([("finite_loss", None)], "divergence guard"),
+                              ([("early_stopping", EarlyStopping())], "early_stopping=True")]:
+        refit = copy.deepcopy(det).set_params(callbacks=callbacks, early_stopping=True,
+                                              validation_fraction=0.5)
+        with pytest.raises(ValueError, match=phrase):
+            refit.fit(X)
+        assert hasattr(refit, "net_")  # refused before the old fit was discarded
 
 
 @pytest.mark.parametrize(

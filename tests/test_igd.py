@@ -326,7 +326,7 @@ from skanomaly._training import TrainingDivergedError  # noqa: E402
 from skanomaly.igd import IGDDetector  # noqa: E402
 from skanomaly.igd._net import IGDNet, distill  # noqa: E402
 from skanomaly.igd.losses import IGDLoss  # noqa: E402
-from tests.detectors import HAS_PRETRAINED  # noqa: E402
+from tests.detectors import HAS_PRETRAINED, trained_callback  # noqa: E402
 
 SMALL = dict(teacher=None, image_size=32, beta=1.0, width=4, latent_dim=8, max_epochs=2, batch_size=8, random_state=0)
 
@@ -546,11 +546,11 @@ class _GradNormAtStep(Callback):
 def test_gradient_norm_clipping_clips_both_steps():
     X = _stripes(8)
     params = {**SMALL, "max_epochs": 1, "beta": 0.5, "batch_size": 4}
-    free = _GradNormAtStep()
-    IGDDetector(**params, callbacks=[free]).fit(X)
+    det = IGDDetector(**params, callbacks=[_GradNormAtStep()]).fit(X)
+    free = trained_callback(det, _GradNormAtStep)
     assert max(free.norms["optimizer"]) > 1e-3 and max(free.norms["optimizer_critic"]) > 1e-3
-    clipped = _GradNormAtStep()
-    IGDDetector(**params, callbacks=[GradientNormClipping(1e-3), clipped]).fit(X)
+    det = IGDDetector(**params, callbacks=[GradientNormClipping(1e-3), _GradNormAtStep()]).fit(X)
+    clipped = trained_callback(det, _GradNormAtStep)
     for name, norms in clipped.norms.items():
         assert len(norms) == len(free.norms[name]) > 0  # every step of both branches
         assert max(norms) <= 1e-3 * (1 + 1e-4), (name, max(norms))
@@ -592,11 +592,11 @@ class _LocalBatchSizes(Callback):
 
 def test_validation_chunks_the_local_patches_like_training():
     X = _stripes(8, size=48)  # 4 patches per image
-    spy = _LocalBatchSizes()
     det = IGDDetector(
         **{**SMALL, "image_size": 48, "beta": 0.5, "batch_size": 4, "max_epochs": 1},
-        validation_fraction=0.5, callbacks=[spy],
+        validation_fraction=0.5, callbacks=[_LocalBatchSizes()],
     ).fit(X)
+    spy = trained_callback(det, _LocalBatchSizes)
     assert spy.largest[True] == 4  # training: chunks of batch_size patches
     assert 0 < spy.largest[False] <= spy.largest[True]  # validation and E-step
     assert math.isfinite(det.net_.history[-1, "valid_loss"])

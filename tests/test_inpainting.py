@@ -24,7 +24,7 @@ from skanomaly.inpainting.torch_model import (
 )
 from functools import partial
 
-from tests.detectors import make_detector
+from tests.detectors import make_detector, trained_callback
 
 small_detector = partial(make_detector, "inpainting")
 
@@ -524,15 +524,15 @@ def test_training_uses_progressive_sizes_and_objective(bricks):
                 self.sizes.append((len(net.history) - 1, tuple(batch[0].shape[-2:])))
 
     X = bricks.X_train[:4]
-    rec = Sizes()
     det = small_detector(image_size=64, max_epochs=4, objective="amplify", lam=0.7,
-                         squared_norm=True, callbacks=[rec]).fit(X)
+                         squared_norm=True, callbacks=[Sizes()]).fit(X)
+    rec = trained_callback(det, Sizes)
     assert sorted(set(rec.sizes)) == [(0, (16, 16)), (1, (32, 32)), (2, (64, 64)), (3, (64, 64))]
     crit = det.net_.criterion_
     assert (crit.objective, crit.lam, crit.squared) == ("amplify", 0.7, True)
-    rec2 = Sizes()
-    small_detector(image_size=64, max_epochs=2, progressive_resizing=False,
-                   callbacks=[rec2]).fit(X)
+    det2 = small_detector(image_size=64, max_epochs=2, progressive_resizing=False,
+                          callbacks=[Sizes()]).fit(X)
+    rec2 = trained_callback(det2, Sizes)
     assert {s for _, s in rec2.sizes} == {(64, 64)}
 
 

@@ -33,6 +33,7 @@ from skanomaly.scadn.torch_model import (
     scale_error_maps,
     select_scale,
 )
+from tests.detectors import trained_callback
 
 
 # One intra-op thread (tests/conftest.py: one_thread).
@@ -342,8 +343,8 @@ class _RecordInputs(Callback):
 
 def test_each_training_image_gets_one_random_striped_mask():
     X = _smooth(10, channels=3, low=0.1)  # RGB, no zero pixel
-    rec = _RecordInputs()
-    det = SCADNDetector(**{**TINY, "max_epochs": 3}, callbacks=[rec]).fit(X)
+    det = SCADNDetector(**{**TINY, "max_epochs": 3}, callbacks=[_RecordInputs()]).fit(X)
+    rec = trained_callback(det, _RecordInputs)
     assert det.net_.module_.encoder[1].in_channels == 3
     masks = striped_masks(32, 32).reshape(12, 32, 32)
     seen = torch.cat(rec.inputs)

@@ -9,7 +9,7 @@ from skorch.callbacks import Callback, LRScheduler
 from skanomaly._schedules import WarmupCosineLR
 from skanomaly.registry import detector_names
 
-from .detectors import make_detector
+from .detectors import make_detector, trained_callback
 
 
 def _images(n=8, size=32, seed=0):
@@ -51,10 +51,9 @@ class _RecordLR(Callback):
 
 @pytest.mark.parametrize("name", detector_names())
 def test_every_optimizer_follows_the_warmup_cosine_schedule(name):
-    record = _RecordLR()
     det = make_detector(name, lr_schedule="warmup_cosine", max_epochs=4, batch_size=2,
-                        callbacks=[("record", record)]).fit(_images())
-    lrs = record.lrs_
+                        callbacks=[("record", _RecordLR())]).fit(_images())
+    lrs = trained_callback(det, "record").lrs_
     total = len(lrs)
     assert total == 4 * 4  # 8 images, batches of 2, 4 epochs
     for t, row in enumerate(lrs):
@@ -66,11 +65,10 @@ def test_every_optimizer_follows_the_warmup_cosine_schedule(name):
 
 
 def test_paper_schedule_is_the_default_and_constant():
-    record = _RecordLR()
     det = make_detector("dfr", max_epochs=3, batch_size=4,
-                        callbacks=[("record", record)]).fit(_images())
+                        callbacks=[("record", _RecordLR())]).fit(_images())
     assert det.lr_schedule == "paper"
-    assert {row["optimizer_"] for row in record.lrs_} == {det.lr}
+    assert {row["optimizer_"] for row in trained_callback(det, "record").lrs_} == {det.lr}
 
 
 def test_schedule_set_twice_is_refused():
