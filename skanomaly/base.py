@@ -114,7 +114,10 @@ class BaseDetector(
     ``_score_from_maps(self, maps)``
         Image anomaly scores from input-resolution maps (default: maximum).
 
-    A ``fit`` that fails or is interrupted (``KeyboardInterrupt``) leaves no
+    A ``fit`` refused by the checks of the parameters and the images, which
+    run before anything else, leaves the detector as it was (a fitted
+    detector stays fitted, as in scikit-learn).  A ``fit`` that fails or is
+    interrupted (``KeyboardInterrupt``) once training has started leaves no
     fitted attribute behind, also when the detector was fitted before.
 
     Notes

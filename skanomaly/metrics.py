@@ -57,9 +57,10 @@ def anomaly_labels(y, *, name="y"):
     ----------
     y : array-like
         Labels (any shape).  If ``-1`` occurs, ``-1`` marks anomalies
-        (scikit-learn's outlier convention); numeric labels that are all
-        ``+1`` are scikit-learn's too (all normal); otherwise nonzero marks
+        (scikit-learn's outlier convention); otherwise nonzero marks
         anomalies.  Booleans are taken as they are (True = anomalous).
+        Numeric labels that are all ``1`` are refused as ambiguous (all
+        anomalous as 0/1, all normal as scikit-learn's +1/-1): pass booleans.
     name : str, default="y"
         Name of ``y`` in error messages.
 
@@ -73,7 +74,7 @@ def anomaly_labels(y, *, name="y"):
         ``y`` is neither integer, floating nor boolean.
     ValueError
         ``y`` holds NaN or infinity (a missing label is not an anomaly),
-        or mixes ``-1`` with values other than ``+1``.
+        mixes ``-1`` with values other than ``+1``, or holds only 1s.
     """
     y = np.asarray(y)
     if y.dtype == bool:
@@ -92,9 +93,15 @@ def anomaly_labels(y, *, name="y"):
                 f"the first at index {where}); labels must be 0/1 (1 = anomalous), "
                 f"booleans or scikit-learn's +1/-1. Label those samples or drop them."
             )
-    if y.size and np.all(y == 1):
-        # predict() of normal images: scikit-learn's +1 = normal.
-        return np.zeros(y.shape, dtype=bool)
+    if y.size > 1 and np.all(y == 1):
+        # 0/1 labels of defective images only, or scikit-learn's +1 (normal)
+        # for every image: the two read oppositely, so neither is guessed.
+        raise ValueError(
+            f"{name} holds only 1s, which reads as 'all anomalous' with 0/1 labels "
+            f"but 'all normal' with scikit-learn's +1/-1; pass booleans to say which "
+            f"(np.ones({y.shape[0]}, bool) for all anomalous, np.zeros(...) for all "
+            f"normal)."
+        )
     if np.any(y == -1):
         bad = ~np.isin(y, (-1, 1))
         if bad.any():

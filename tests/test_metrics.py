@@ -89,10 +89,11 @@ def test_bad_metric_input():
 @pytest.mark.parametrize("labels", [[0, 0, 0], [1, 1, 1], [True, True, True], [-1, -1, -1]])
 def test_auroc_with_one_class_is_a_clear_error(labels):
     scores = np.array([0.1, 0.5, 0.9])
-    with pytest.raises(ValueError, match="needs both normal and anomalous images"):
+    one_class = "needs both normal and anomalous {}|holds only 1s"
+    with pytest.raises(ValueError, match=one_class.format("images")):
         metrics.image_auroc(labels, scores)
     masks = np.array(labels).reshape(1, 1, 3)
-    with pytest.raises(ValueError, match="needs both normal and anomalous pixels"):
+    with pytest.raises(ValueError, match=one_class.format("pixels")):
         metrics.pixel_auroc(masks, scores.reshape(1, 1, 3))
 
 
@@ -103,14 +104,17 @@ def test_auroc_size_mismatch_and_nan_are_errors():
         metrics.image_auroc([0, 1], [0.1, np.nan])
 
 
-def test_all_plus_one_labels_follow_scikit_learn():
-    # predict() of normal images: all +1 = all normal.
+def test_all_ones_labels_are_ambiguous_and_refused():
+    # All 1s read as all anomalous (0/1) or all normal (scikit-learn's +1):
+    # refused rather than guessed (a folder of defects evaluated alone
+    # was read as all normal).
     y = np.ones(4, dtype=int)
     s = np.array([0.1, 0.2, 0.7, 0.9])
-    assert not metrics.anomaly_labels(y).any()
-    tpr, tnr = metrics.tpr_tnr_at_threshold(y, s, 0.5)
-    assert np.isnan(tpr) and tnr == pytest.approx(0.5)
-    assert metrics.f1_at_threshold(y, s, 0.5) == 0.0
+    for call in (lambda: metrics.anomaly_labels(y),
+                 lambda: metrics.tpr_tnr_at_threshold(y, s, 0.5),
+                 lambda: metrics.f1_at_threshold(y, s, 0.5)):
+        with pytest.raises(ValueError, match=r"holds only 1s.*pass booleans"):
+            call()
     # Booleans keep their meaning: all True = all anomalous.
     tpr, tnr = metrics.tpr_tnr_at_threshold(np.ones(4, bool), s, 0.5)
     assert tpr == pytest.approx(0.5) and np.isnan(tnr)

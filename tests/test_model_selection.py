@@ -43,7 +43,7 @@ def test_enough_anomalies_split_without_warning():
 @pytest.mark.parametrize("y", [np.zeros(6, int), np.ones(6, int), np.zeros((6, 4, 4), bool)],
                          ids=["zeros", "all +1", "empty masks"])
 def test_labels_without_anomalies_are_refused_up_front(y):
-    with pytest.raises(ValueError, match="y marks none of its 6 images anomalous"):
+    with pytest.raises(ValueError, match="y marks none of its 6 images anomalous|only 1s"):
         next(NormalOnlyKFold(3, random_state=0).split(y, y))
 
 

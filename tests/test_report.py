@@ -275,6 +275,19 @@ def test_api_checks_ground_truth(data, tmp_path):
     assert not page.exists()
 
 
+def test_api_defective_images_only(data, tmp_path):
+    # A folder of defects evaluated alone: 1s could mean all anomalous (0/1)
+    # or all normal (scikit-learn's +1), so they are refused; booleans say it.
+    det, X, masks = data["det"], data["X"], data["masks"]
+    bad = masks.reshape(len(masks), -1).any(axis=1)
+    page = tmp_path / "r.html"
+    with pytest.raises(ValueError, match="y holds only 1s"):
+        evaluation_report(det, X[bad], np.ones(bad.sum()), path=page)
+    result = evaluation_report(det, X[bad], np.ones(bad.sum(), bool), path=page, n_gallery=2)
+    assert result.n_anomalous == bad.sum()
+    assert result.confusion["tp"] + result.confusion["fn"] == bad.sum()
+
+
 def test_api_one_class_shows_na_and_write_is_atomic(data, tmp_path, monkeypatch):
     det, X, masks = data["det"], data["X"], data["masks"]
     normal = ~masks.reshape(len(masks), -1).any(axis=1)
