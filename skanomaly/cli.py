@@ -387,7 +387,8 @@ def _cmd_evaluate(args):
             raise CLIError(f"{folder} is an MVTec AD category whose masks are read from "
                            f"ground_truth/; drop --masks")
         data = load_mvtec_ad(*category, image_size=(h, w), color="gray" if c == 1 else "rgb")
-        X, y, masks, paths = data.X_test, data.y_test, data.masks_test, data.paths_test
+        X, masks, paths = data.X_test, data.masks_test, data.paths_test
+        y = data.y_test.astype(bool)  # 0/1 by the layout: never read as +1/-1
         test_root = Path(category[0]) / category[1] / "test"
         inputs = [args.model, *paths]
         label = category[1]

@@ -212,6 +212,10 @@ def test_mvtec_layout_needs_no_masks_option(data, tmp_path, capsys):
     assert dom.by_id["pro"]["text"] == f"{metrics.pro_score(masks, det.transform(X)):.3f}"
     assert "stain/bad0.png" in page.read_text(encoding="utf-8")
     assert "Evaluated 10 images (5 anomalous)" in capsys.readouterr().out
+    # Defective test images only: all anomalous, not read as scikit-learn's +1.
+    shutil.rmtree(category / "test" / "good")
+    assert main(["evaluate", str(data["model"]), str(category / "test"), "-o", str(page)]) == 0
+    assert "Evaluated 5 images (5 anomalous)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case, message", [
