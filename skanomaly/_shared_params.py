@@ -210,9 +210,11 @@ value_range : tuple (low, high) or None, default=None
 callbacks : list of skorch callbacks or None, default=None
     Added to the training net (e.g. ``EarlyStopping``, ``Checkpoint``,
     ``GradientNormClipping``, ``LRScheduler``), as instances, classes or
-    ``(name, callback)`` pairs.  ``fit`` trains copies
-    (:func:`sklearn.base.clone`), so the objects passed here never gain
-    fitted state; the fitted ones are in ``net_.callbacks_``.
+    ``(name, callback)`` pairs.  ``fit`` trains new instances built from
+    each callback's parameters (the parameter values themselves shared, so
+    a list or writer the callback reports to still gets its reports), so
+    the objects passed here never gain fitted state; the trained ones are
+    in ``net_.callbacks_``.
     ``("progress_bar", None)`` or ``("time_estimate", None)`` switch those
     off (a callback under either name replaces it); the divergence guard
     ``"finite_loss"`` cannot be replaced, nor ``"early_stopping"`` or

@@ -16,9 +16,10 @@ checkpoints, learning-rate schedulers) reach users unchanged.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
-from sklearn.base import clone
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
@@ -219,17 +220,26 @@ def _raised_by_early_stopping(exc):
 
 
 def _copy_callback(cb, index):
-    """A fresh copy of the user's callback ``callbacks[index]`` (classes and
-    None as they are): its parameters, none of its fitted state."""
+    """A fresh instance of the user's callback ``callbacks[index]`` (classes
+    and None as they are), built from its parameters.
+
+    The parameter values are shared, not copied (a list the callback writes
+    to, a TensorBoard writer), so the callback still reports where the user
+    asked; the state it gains in training lives on the new instance only.
+    A callback that cannot be rebuilt from ``get_params`` is copied shallowly.
+    """
     if cb is None or isinstance(cb, type):
         return cb
     try:
-        return clone(cb, safe=False)
+        return type(cb)(**cb.get_params(deep=False))
+    except Exception:  # noqa: BLE001 - not rebuildable from its parameters
+        pass
+    try:
+        return copy.copy(cb)
     except Exception as exc:  # noqa: BLE001 - any failure: say which callback
         raise TypeError(
             f"callbacks[{index}] ({type(cb).__name__}) cannot be copied for training "
-            f"({type(exc).__name__}: {exc}); pass the callback class, or a callback whose "
-            f"parameters sklearn.base.clone can copy."
+            f"({type(exc).__name__}: {exc}); pass the callback class instead."
         ) from exc
 
 
@@ -288,9 +298,9 @@ def make_net(
         ))
     if training and getattr(estimator, "lr_schedule", "paper") == "warmup_cosine":
         callbacks.append(("lr_schedule", WarmupCosineLR()))
-    # The user's callbacks are copied (unfitted, as scikit-learn clones a
-    # meta-estimator's parts), so fit never changes the ``callbacks``
-    # parameter nor leaves training outputs in it.  A (name, callback) pair
+    # The user's callbacks are rebuilt from their parameters (unfitted, as
+    # scikit-learn clones a meta-estimator's parts), so fit never changes the
+    # ``callbacks`` parameter nor leaves training outputs in it.  A (name, callback) pair
     # named like the progress bar or the time estimate replaces it (None
     # switches it off, as in skorch); _check_shared_params refuses the names
     # of the other built-in callbacks.
