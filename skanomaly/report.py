@@ -71,9 +71,9 @@ def masks_for_images(image_paths, mask_dir, shape):
 
     The mask of ``<stem>.<ext>`` is ``<stem>_mask.<ext2>`` or
     ``<stem>.<ext2>`` in ``mask_dir`` (any image extension; more than one
-    such file is an error).  Nonzero pixels (above 127 after conversion to
-    grey) are defects; an image without a mask file gets an empty mask, i.e.
-    it is normal.
+    such file is an error).  Pixels non-zero in any channel are defects
+    (as in :func:`skanomaly.datasets.load_image_folder`); an image without a mask file
+    gets an empty mask, i.e. it is normal.
 
     Parameters
     ----------

@@ -375,3 +375,160 @@ def test_image_listing_is_shared_with_the_cli(tmp_path):
     assert _collect_paths([str(tmp_path)]) == expected
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_image_files(tmp_path / "absent")
+
+
+# -------------------------------------------------- masks, hidden files, bombs
+
+
+def _mask_file(path, encoding):
+    """Write a 16x16 mask with a 4x4 defect at [4:8, 4:8] in one encoding."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if encoding == "rgb_red":
+        mask = np.zeros((16, 16, 3), np.uint8)
+        mask[4:8, 4:8] = (255, 0, 0)
+        Image.fromarray(mask).save(path)
+        return
+    if encoding == "rgba_transparent":
+        mask = np.zeros((16, 16, 4), np.uint8)
+        mask[..., :3] = 255  # transparent white background: not a defect
+        mask[4:8, 4:8] = (0, 0, 255, 255)
+        Image.fromarray(mask).save(path)
+        return
+    if encoding == "palette":
+        im = Image.new("P", (16, 16), 0)
+        im.putpalette([255, 255, 255, 0, 0, 0, 0, 200, 0])  # index 0 is white
+        index = np.ones((16, 16), np.uint8)  # black background
+        index[4:8, 4:8] = 2
+        im.putdata(index.ravel().tolist())
+        im.save(path)
+        return
+    top, dtype = {"0/1": (1, np.uint8), "0/255": (255, np.uint8),
+                  "16bit": (65535, np.uint16), "bilevel": (255, np.uint8)}[encoding]
+    mask = np.zeros((16, 16), dtype)
+    mask[4:8, 4:8] = top
+    im = Image.fromarray(mask)
+    (im.convert("1") if encoding == "bilevel" else im).save(path)
+
+
+@pytest.mark.parametrize(
+    "encoding", ["0/1", "0/255", "rgb_red", "16bit", "bilevel", "palette", "rgba_transparent"]
+)
+def test_masks_non_zero_in_any_channel_is_a_defect(tmp_path, encoding):
+    expected = np.zeros((16, 16), bool)
+    expected[4:8, 4:8] = True
+    cat = tmp_path / "mvtec" / "widget"
+    img = np.full((16, 16), 128, np.uint8)
+    for part in ("train/good", "test/good", "test/crack"):
+        _save(cat / part / "000.png", img)
+    _mask_file(cat / "ground_truth" / "crack" / "000_mask.png", encoding)
+    data = load_mvtec_ad(tmp_path / "mvtec", "widget")
+    assert np.array_equal(data.masks_test[data.y_test == 1][0], expected)
+    assert not data.masks_test[data.y_test == 0].any()
+    _save(tmp_path / "good" / "g.png", img)
+    _save(tmp_path / "bad" / "b.png", img)
+    _mask_file(tmp_path / "masks" / "b_mask.png", encoding)
+    data = load_image_folder(tmp_path / "good", tmp_path / "bad", path_masks=tmp_path / "masks")
+    assert np.array_equal(data.masks_defective[0], expected)
+    # Resized on request, along with the images.
+    data = load_image_folder(
+        tmp_path / "good", tmp_path / "bad", path_masks=tmp_path / "masks", image_size=8
+    )
+    assert np.array_equal(data.masks_defective[0], expected[::2, ::2])
+
+
+def test_masks_in_a_colour_mode_without_black_zero_are_refused(tmp_path):
+    from skanomaly.datasets._io import read_masks
+
+    Image.new("CMYK", (16, 16), (0, 0, 0, 0)).save(tmp_path / "m.jpg")
+    with pytest.raises(ValueError, match=r"m\.jpg has colour mode CMYK.*grey or RGB"):
+        read_masks([tmp_path / "m.jpg"], (16, 16))
+
+
+def test_masks_of_another_size_need_image_size(tmp_path):
+    img = np.full((16, 16), 128, np.uint8)
+    big = np.zeros((40, 40), np.uint8)
+    big[0:20, 0:20] = 255
+    cat = tmp_path / "mvtec" / "widget"
+    for part in ("train/good", "test/good", "test/crack"):
+        _save(cat / part / "000.png", img)
+    _save(cat / "ground_truth" / "crack" / "000_mask.png", big)
+    message = r"000_mask\.png is 40x40 pixels.*image is 16x16.*pass image_size"
+    with pytest.raises(ValueError, match=message):
+        load_mvtec_ad(tmp_path / "mvtec", "widget")
+    _save(tmp_path / "good" / "g.png", img)
+    _save(tmp_path / "bad" / "000.png", img)
+    _save(tmp_path / "masks" / "000_mask.png", big)
+    with pytest.raises(ValueError, match=message):
+        load_image_folder(tmp_path / "good", tmp_path / "bad", path_masks=tmp_path / "masks")
+    # With image_size the mask is resized with its image.
+    data = load_mvtec_ad(tmp_path / "mvtec", "widget", image_size=8)
+    expected = np.zeros((8, 8), bool)
+    expected[:4, :4] = True
+    assert np.array_equal(data.masks_test[data.y_test == 1][0], expected)
+    data = load_image_folder(
+        tmp_path / "good", tmp_path / "bad", path_masks=tmp_path / "masks", image_size=8
+    )
+    assert np.array_equal(data.masks_defective[0], expected)
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path):
+    from skanomaly.datasets import ImageFolderSequence
+    from skanomaly.datasets._io import list_image_files
+
+    img = np.full((16, 16), 128, np.uint8)
+    cat = tmp_path / "mvtec" / "widget"
+    for part in ("train/good", "test/good", "test/.ipynb_checkpoints"):
+        _save(cat / part / "000.png", img)
+    (cat / "ground_truth").mkdir()
+    # macOS's AppleDouble files: not images at all.
+    (cat / "train" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07junk")
+    (cat / "test" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07junk")
+    data = load_mvtec_ad(tmp_path / "mvtec", "widget")
+    assert list(data.defect_types) == ["good"] and len(data.paths_train) == 1
+    assert list_image_files(cat / "train" / "good") == [cat / "train" / "good" / "000.png"]
+    assert load_image_folder(cat / "train" / "good").X.shape == (1, 16, 16)
+    assert len(ImageFolderSequence(cat / "train" / "good")) == 1
+
+
+@pytest.mark.parametrize("side", [12, 32])  # 144 px: Pillow's warning; 1024 px: its error
+def test_decompression_bombs_name_the_file(tmp_path, monkeypatch, side):
+    import warnings
+
+    from skanomaly.datasets import ImageFolderSequence
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("L", (side, side)).save(tmp_path / "bomb.png")
+    message = r"Cannot read image .*bomb\.png: .*decompression bomb.*MAX_IMAGE_PIXELS \(now 100\)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ValueError, match=message):
+            read_images([tmp_path / "bomb.png"])
+        with pytest.raises(ValueError, match=message):
+            load_image_folder(tmp_path)
+        with pytest.raises(ValueError, match=message):
+            ImageFolderSequence(tmp_path)
+        with pytest.raises(ValueError, match=message):
+            ImageFolderSequence(tmp_path, mode="gray")
+
+
+def test_float_images_are_read_by_their_range(tmp_path):
+    from skanomaly.datasets import ImageFolderSequence
+
+    ramp = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    X = read_images([tmp_path / "unit.tif"])
+    assert X.dtype == np.uint8 and X.shape == (1, 16, 16)
+    assert np.array_equal(X[0], np.rint(ramp * 255).astype(np.uint8))
+    assert np.array_equal(ImageFolderSequence([tmp_path / "unit.tif"])[0], X[0])
+    assert read_images([tmp_path / "unit.tif"], color="rgb").shape == (1, 16, 16, 3)
+    for name, values, found in [
+        ("byte.tif", ramp * 255, "values from 0 to 255"),
+        ("neg.tif", ramp - 0.5, "values from -0.5 to 0.5"),
+        ("nan.tif", np.where(ramp > 0.5, np.nan, ramp), "not finite"),
+    ]:
+        Image.fromarray(values.astype(np.float32), mode="F").save(tmp_path / name)
+        message = rf"Cannot read image .*{name}: .*{found}.*\[0, 1\]. Convert it"
+        with pytest.raises(ValueError, match=message):
+            read_images([tmp_path / name])
+        with pytest.raises(ValueError, match=message):
+            ImageFolderSequence([tmp_path / name])

@@ -6,7 +6,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._io import _image_mode, _open_image, list_image_files, read_images, read_masks
+from ._io import (
+    _image_mode,
+    _is_hidden,
+    _open_image,
+    list_image_files,
+    read_images,
+    read_masks,
+)
 
 __all__ = ["load_image_folder", "load_mvtec_ad"]
 
@@ -22,10 +29,14 @@ def load_mvtec_ad(root, category, *, image_size=None, color="auto"):
         A category, e.g. ``"carpet"``, ``"bottle"``. Its folder must follow
         MVTec AD's layout: ``train/good/*.png``, ``test/<defect>/*.png`` (with
         ``test/good`` for normal test images) and
-        ``ground_truth/<defect>/<stem>_mask.png``.
+        ``ground_truth/<defect>/<stem>_mask.png`` (non-zero in any channel =
+        defect, see Notes). Hidden files and folders (names starting with
+        ``"."``, such as macOS's ``._000.png`` or ``.ipynb_checkpoints``) are
+        skipped.
     image_size : int, (int, int) or None, default=None
         Resize images (bilinear, anti-aliased) and masks (nearest) to this
-        size; ``None`` keeps the original size.
+        size; ``None`` keeps the original size, which every mask must then
+        share with its image.
     color : {"auto", "rgb", "gray"}, default="auto"
         ``"auto"`` keeps grey categories (grid, screw, zipper) grey,
         ``(n, H, W)``; others are RGB ``(n, H, W, 3)``.
@@ -46,14 +57,24 @@ def load_mvtec_ad(root, category, *, image_size=None, color="auto"):
         When the folder, a part of the layout, or a defective image's mask is
         missing.
     ValueError
-        When a file cannot be read as an image.
+        When a file cannot be read as an image, or with ``image_size=None``
+        images differ in size or a mask's size is not its image's.
+
+    Notes
+    -----
+    A mask pixel is a defect when any of its colour channels is non-zero (and
+    it is not fully transparent): MVTec AD's 0/255 masks, 0/1 masks and
+    coloured masks on black all read as drawn.  Save masks losslessly (PNG):
+    a JPEG's compression noise is non-zero too.
     """
     root = Path(os.fspath(root)).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"MVTec AD folder {root} does not exist.")
     base = root / category
     if not base.is_dir():
-        available = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
+        available = sorted(
+            p.name for p in root.iterdir() if not _is_hidden(p) and (p / "train").is_dir()
+        )
         raise FileNotFoundError(
             f"Category {category!r} not found in {root}"
             + (f"; available: {available}." if available else ".")
@@ -64,7 +85,7 @@ def load_mvtec_ad(root, category, *, image_size=None, color="auto"):
     test_dir = base / "test"
     if not test_dir.is_dir():
         raise FileNotFoundError(f"Test folder {test_dir} does not exist.")
-    defect_dirs = sorted(p for p in test_dir.iterdir() if p.is_dir())
+    defect_dirs = sorted(p for p in test_dir.iterdir() if p.is_dir() and not _is_hidden(p))
     test_paths, types, mask_paths = [], [], []
     for d in defect_dirs:
         for p in list_image_files(d):
@@ -95,7 +116,9 @@ def load_mvtec_ad(root, category, *, image_size=None, color="auto"):
     masks = np.zeros((len(test_paths),) + shape, dtype=bool)
     bad = [i for i, m in enumerate(mask_paths) if m is not None]
     if bad:
-        masks[bad] = read_masks([mask_paths[i] for i in bad], shape)
+        masks[bad] = read_masks(
+            [mask_paths[i] for i in bad], shape, resize=image_size is not None
+        )
     y_test = np.array([0 if t == "good" else 1 for t in types], dtype=int)
     return Bunch(
         X_train=X_train,
@@ -124,19 +147,22 @@ def load_image_folder(
     ----------
     path_good : str or path-like
         Folder of normal images (files with an extension in
-        :data:`IMAGE_EXTENSIONS`; sub-folders are not read).
+        :data:`IMAGE_EXTENSIONS`; sub-folders and hidden files, whose names
+        start with ``"."``, are not read).
     path_defective : str or path-like, default=None
         Folder of defective images, if any.
     path_masks : str or path-like, default=None
         Folder of ground-truth masks for the defective images, named
-        ``<stem><mask_suffix>.<ext>`` (non-zero = defect); a defective image
-        without a mask file gets an all-``False`` mask. Only used with
+        ``<stem><mask_suffix>.<ext>``: a pixel non-zero in any channel (and
+        not fully transparent) is a defect, so 0/1, 0/255 and coloured masks
+        on black all read as drawn; save them losslessly (PNG). A defective
+        image without a mask file gets an all-``False`` mask. Only used with
         ``path_defective``.
     mask_suffix : str, default="_mask"
         Suffix of the mask files' stems.
     image_size : int, (int, int) or None, default=None
         Resize every image (and mask) to this size; ``None`` needs all
-        images of one size.
+        images of one size, and each mask of its image's size.
     color : {"auto", "rgb", "gray"}, default="auto"
         ``"auto"``: grey ``(n, H, W)`` when every image is grey, else RGB.
 
@@ -153,8 +179,8 @@ def load_image_folder(
     FileNotFoundError
         When a folder does not exist or holds no images.
     ValueError
-        When a file cannot be read as an image, or sizes differ with
-        ``image_size=None``.
+        When a file cannot be read as an image, or sizes differ (images, or
+        a mask and its image) with ``image_size=None``.
     """
     good = list_image_files(path_good)
     if not good:
@@ -187,6 +213,8 @@ def load_image_folder(
             for i, p in enumerate(defective):
                 m = available.get(p.stem + mask_suffix)
                 if m is not None:
-                    masks[i] = read_masks([m], X_bad.shape[1:3])[0]
+                    masks[i] = read_masks(
+                        [m], X_bad.shape[1:3], resize=image_size is not None
+                    )[0]
             data.masks_defective = masks
     return data

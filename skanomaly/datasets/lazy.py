@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import _normalise_size, _open_image, _to_array, list_image_files
+from ._io import _normalise_size, _open_image, _to_array, _unreadable, list_image_files
 
 __all__ = ["ImageFolderSequence"]
 
@@ -29,8 +29,9 @@ class ImageFolderSequence:
     ----------
     paths_or_folder : str, path-like or sequence of them
         A folder (its files with an extension in
-        :data:`~skanomaly.datasets.IMAGE_EXTENSIONS`, sorted; sub-folders are
-        not read) or a sequence of image files, kept in that order.
+        :data:`~skanomaly.datasets.IMAGE_EXTENSIONS`, sorted; sub-folders and
+        hidden files, whose names start with ``"."``, are not read) or a
+        sequence of image files, kept in that order.
     mode : {"auto", "gray", "rgb"}, default="auto"
         ``"gray"`` gives images ``(H, W)``, ``"rgb"`` ``(H, W, 3)``.
         ``"auto"`` is ``"gray"`` when every file is grey and ``"rgb"``
@@ -122,14 +123,20 @@ class ImageFolderSequence:
         try:
             with Image.open(path) as im:  # the header only
                 return im.mode in _GREY_MODES
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ValueError(f"Cannot read image {path}: {exc}") from exc
+        except (
+            UnidentifiedImageError,
+            OSError,
+            ValueError,
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ) as exc:
+            raise _unreadable(path, exc) from exc
 
     def _read(self, i, check=True):
         path = self.paths[i]
         pil_mode = "L" if self.mode == "gray" else "RGB"
         try:
-            image = _to_array(_open_image(path), pil_mode, self.size)
+            image = _to_array(_open_image(path), pil_mode, self.size, path)
         except FileNotFoundError:
             raise _MissingImages(
                 f"Image file {path} no longer exists; it was listed when the "
