@@ -93,30 +93,38 @@ def _unreadable(path, exc):
     return ValueError(f"Cannot read image {path}: {exc}")
 
 
-def _open_image(path):
-    """Read an image file with Pillow; a ValueError naming it when it cannot."""
+#: Pillow modes of grey images.
+GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F", "LA")
+
+
+def _pillow_errors():
+    """The errors of Pillow reading a file it cannot (or must not) read."""
     from PIL import Image, UnidentifiedImageError
+
+    return (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning)
+
+
+def _open_image(path, header_only=False):
+    """Read an image file with Pillow (``header_only``: just its mode); a
+    ValueError naming it when it cannot."""
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if header_only:
+                return im.mode
             im.load()
             return im.copy()
     except FileNotFoundError:
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
+    except _pillow_errors() as exc:
         raise _unreadable(path, exc) from exc
 
 
 def _image_mode(images):
     """'L' if every image is grey, else 'RGB'."""
-    grey = all(im.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F", "LA") for im in images)
-    return "L" if grey else "RGB"
+    return "L" if all(im.mode in GREY_MODES for im in images) else "RGB"
 
 
 def _to_array(im, mode, size, path=None):

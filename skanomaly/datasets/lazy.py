@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import _normalise_size, _open_image, _to_array, _unreadable, list_image_files
+from ._io import GREY_MODES, _normalise_size, _open_image, _to_array, list_image_files
 
 __all__ = ["ImageFolderSequence"]
-
-_GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F", "LA")
 
 
 class _MissingImages(FileNotFoundError, ValueError):
@@ -118,19 +116,7 @@ class ImageFolderSequence:
 
     @staticmethod
     def _is_grey(path):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:  # the header only
-                return im.mode in _GREY_MODES
-        except (
-            UnidentifiedImageError,
-            OSError,
-            ValueError,
-            Image.DecompressionBombError,
-            Image.DecompressionBombWarning,
-        ) as exc:
-            raise _unreadable(path, exc) from exc
+        return _open_image(path, header_only=True) in GREY_MODES
 
     def _read(self, i, check=True):
         path = self.paths[i]
