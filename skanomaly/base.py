@@ -331,6 +331,11 @@ class BaseDetector(
         (:meth:`_to_working_size`) and the maps are cropped back to it.
         """
         scores, maps = self._anomaly_working(self._to_working_size(x))
+        # Under mixed precision a method may return bfloat16/float16 maps:
+        # resize and reduce them in float32, so image scores and thresholds
+        # are not rounded to three digits (a no-op in float32).
+        maps = maps.float()
+        scores = None if scores is None else scores.float()
         if getattr(self, "image_size", 0) is None:
             h, w = x.shape[-2:]
             maps = self._to_input_size(maps, self._working_shape(h, w))[..., :h, :w]

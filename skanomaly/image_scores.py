@@ -64,7 +64,8 @@ def reduce_maps(maps, rule, k=0.01, sigma=4.0):
         The reduction (see the module's documentation).
     k : float in (0, 1], default=0.01
         Share of the pixels averaged by ``"top_k_mean"``; the count is
-        ``ceil(k * H * W)``, at least 1.
+        ``ceil(k * H * W)`` (less a millionth, against float rounding), at
+        least 1.
     sigma : float, default=4.0
         Gaussian standard deviation in pixels for ``"smoothed_max"``.
 
@@ -76,7 +77,10 @@ def reduce_maps(maps, rule, k=0.01, sigma=4.0):
         return maps.amax(dim=(1, 2))
     if rule == "top_k_mean":
         flat = maps.flatten(1)
-        count = max(1, math.ceil(float(k) * flat.shape[1]))
+        # Less a millionth of a pixel: 0.07 * 100 is 7.000000000000001 in
+        # floats, which ceil would make 8 pixels instead of 7 % of 100 (the
+        # count may be a traced tensor in an ONNX export, so no round()).
+        count = max(1, math.ceil(float(k) * flat.shape[1] - 1e-6))
         return flat.topk(min(count, flat.shape[1]), dim=1).values.mean(dim=1)
     if rule == "smoothed_max":
         from .inpainting.torch_model import gaussian_smooth  # light import of this module

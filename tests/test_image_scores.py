@@ -42,6 +42,13 @@ def test_top_k_mean_is_the_mean_of_the_largest_share(k):
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+def test_top_k_count_is_not_pushed_up_by_float_rounding():
+    # 0.07 * 100 is 7.000000000000001 in floats: 7 pixels, not 8.
+    maps = torch.arange(100.0).reshape(1, 10, 10)
+    assert reduce_maps(maps, "top_k_mean", k=0.07).item() == 96.0  # mean of 93..99
+    assert reduce_maps(torch.arange(70.0).reshape(1, 7, 10), "top_k_mean", k=0.1).item() == 66.0
+
+
 @pytest.mark.parametrize("sigma", [0.0, 1.0, 2.5])
 def test_smoothed_max_is_the_max_of_scipys_gaussian_filter(sigma):
     maps = _maps(1)

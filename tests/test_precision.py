@@ -44,3 +44,21 @@ def test_float16_on_cpu_is_refused():
 def test_precision_is_validated():
     with pytest.raises(ValueError, match="precision"):
         make_detector("dfr", precision="float64").fit(_images(4, 0))
+
+
+@pytest.mark.parametrize("name", registered())
+@pytest.mark.parametrize("rule", ["top_k_mean", "smoothed_max"])
+def test_bfloat16_image_scores_are_reduced_in_float32(name, rule):
+    # The maps come back in float32, and the image score is their reduction
+    # in float32, not a bfloat16 value (three digits, ties between images).
+    import torch
+
+    from skanomaly.image_scores import reduce_maps
+
+    det = make_detector(name, max_epochs=1, precision="bfloat16", image_score=rule,
+                        image_score_k=0.05).fit(_images(8, 0))
+    X = _images(8, 1)
+    scores, maps = det.score_and_transform(X)
+    assert maps.dtype == np.float32
+    expected = -reduce_maps(torch.from_numpy(maps), rule, 0.05, det.image_score_sigma).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
