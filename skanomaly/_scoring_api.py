@@ -67,7 +67,24 @@ class ScoringAPIMixin:
         -------
         decision : ndarray of shape (n_samples,)
         """
+        self._check_offset_rule()
         return self.score_samples(X) - self.offset_
+
+    def _check_offset_rule(self):
+        """Refuse to compare scores of one image-score rule with an ``offset_``
+        set under another (``image_score``, ``image_score_k`` or
+        ``image_score_sigma`` changed after fit)."""
+        fitted = getattr(self, "image_score_rule_", None)
+        if fitted is None or not hasattr(self, "_image_score_key"):
+            return
+        current = self._image_score_key()
+        if tuple(fitted) != current:
+            raise ValueError(
+                f"offset_ was set with image_score, image_score_k, image_score_sigma = "
+                f"{tuple(fitted)!r}, but they are now {current!r}: the scores are on "
+                f"another scale. Call calibrate(X_normal) with normal images to set "
+                f"offset_ for the new rule, fit again, or set the parameters back."
+            )
 
     def predict(self, X):
         """Label each image: ``+1`` normal, ``-1`` anomalous.

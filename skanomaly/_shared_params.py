@@ -275,6 +275,12 @@ offset_ : float
     Decision threshold on ``score_samples``:
     ``decision_function(X) = score_samples(X) - offset_`` (see
     ``contamination``).
+image_score_rule_ : tuple
+    ``(image_score, image_score_k, image_score_sigma)`` under which
+    ``offset_`` was set (by ``fit`` or ``calibrate``).  After changing them
+    on a fitted detector, ``score_samples`` follows the new rule at once,
+    but ``decision_function`` and ``predict`` raise a ValueError until
+    ``calibrate(X_normal)`` or ``fit`` sets ``offset_`` for it.
 n_epochs_ : int
     Training epochs actually run (fewer than ``max_epochs`` when early
     stopping ended the fit).

@@ -193,6 +193,7 @@ class BaseDetector(
                 self._fit(images, **checked)
             self.n_epochs_ = self._epochs_run()
             self._fit_offset_and_thresholds(images)
+            self.image_score_rule_ = self._image_score_key()
         except BaseException:
             # Failed or interrupted (KeyboardInterrupt): no half-fitted state.
             self._reset_fitted()
@@ -474,7 +475,14 @@ class BaseDetector(
         """
         contamination = _check_contamination(contamination)
         self.offset_ = self._offset_from(self.score_samples(X_normal), contamination)
+        self.image_score_rule_ = self._image_score_key()
         return self
+
+    def _image_score_key(self):
+        """``(image_score, image_score_k, image_score_sigma)`` as scoring uses them."""
+        return (str(getattr(self, "image_score", "auto")),
+                float(getattr(self, "image_score_k", 0.01)),
+                float(getattr(self, "image_score_sigma", 4.0)))
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):

@@ -45,7 +45,9 @@ image_score : {"auto", "max", "top_k_mean", "smoothed_max"}, default="auto"
     from its paper; ``"max"`` the map's largest value; ``"top_k_mean"`` the
     mean of its largest ``image_score_k`` share of pixels; ``"smoothed_max"``
     the largest value after a Gaussian filter of ``image_score_sigma``
-    pixels.  Thresholds and ``offset_`` follow the chosen rule.
+    pixels.  ``fit`` sets ``offset_`` under the chosen rule; changed after
+    fit, the rule takes effect in ``score_samples`` at once, and
+    ``calibrate`` (or a new fit) sets ``offset_`` for it.
 image_score_k : float in (0, 1], default=0.01
     Share of the map's pixels averaged by ``image_score="top_k_mean"``.
 image_score_sigma : float >= 0, default=4.0

@@ -75,6 +75,7 @@ _MAX_HEADER = 100_000_000
 # Fitted attributes every detector has (BaseDetector.fit); threshold_ is optional.
 _BASE_FITTED = (
     "n_features_in_", "input_shape_", "offset_", "threshold_", "device_", "_seed_", "n_epochs_",
+    "image_score_rule_",
 )
 _REQUIRED_FITTED = ("n_features_in_", "input_shape_", "offset_", "device_", "_seed_")
 # Deepest nesting of JSON values in a model file (a tiled detector's inner
@@ -638,6 +639,7 @@ def _rebuild(path, document, tensors):
     except RuntimeError as exc:
         raise ValueError(f"{path}: invalid device_ {detector.device_!r}.") from exc
     _check_base_fitted(path, detector)
+    _check_image_score_rule(path, detector)
     try:
         detector._check_fitted_values()
     except (TypeError, ValueError) as exc:
@@ -666,6 +668,21 @@ def _rebuild(path, document, tensors):
 # Fitted values with checks of their own (_check_base_fitted): any finite
 # number for the scores, the image shape, the feature count and the seed.
 _UNBOUNDED_FITTED = ("offset_", "threshold_", "input_shape_", "n_features_in_", "_seed_")
+
+
+def _check_image_score_rule(path, detector):
+    """``image_score_rule_``: a file from before it was stored takes the
+    saved parameters' rule (what fit used, unless changed before saving)."""
+    from .image_scores import IMAGE_SCORES
+
+    rule = getattr(detector, "image_score_rule_", None)
+    if rule is None:
+        detector.image_score_rule_ = detector._image_score_key()
+        return
+    if not (isinstance(rule, tuple) and len(rule) == 3 and rule[0] in IMAGE_SCORES
+            and all(_is_number(v) for v in rule[1:])):
+        raise ValueError(f"{path}: image_score_rule_ {rule!r} is not (image_score, k, sigma).")
+    detector.image_score_rule_ = (rule[0], float(rule[1]), float(rule[2]))
 
 
 def _check_counts(path, attr, value):

@@ -8,6 +8,7 @@ from scipy import ndimage
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
+import skanomaly
 from skanomaly.image_scores import reduce_maps
 from skanomaly.registry import detector_names
 
@@ -114,6 +115,27 @@ def test_fit_sets_offset_from_the_chosen_rule(name):
     # contamination="auto": the offset is the lowest training score, under the rule.
     np.testing.assert_allclose(det.offset_, det.score_samples(X).min(), rtol=1e-6)
     assert det.predict(X).min() == 1
+
+
+@pytest.mark.parametrize("name", detector_names())
+def test_offset_is_refused_for_a_rule_changed_after_fit(name, tmp_path):
+    # offset_ is on the scale of the rule it was set with: after set_params,
+    # decision_function and predict refuse until calibrate sets it anew.
+    X = _images(8, 0)
+    det = make_detector(name).fit(X)
+    assert det.image_score_rule_ == ("auto", 0.01, 4.0)
+    det.set_params(image_score="top_k_mean", image_score_k=0.1)
+    scores = det.score_samples(X)  # the new rule at once
+    for method in (det.predict, det.decision_function):
+        with pytest.raises(ValueError, match=r"offset_ was set with .*calibrate\(X_normal\)"):
+            method(X)
+    det.calibrate(X)
+    assert det.offset_ == pytest.approx(scores.min()) and det.predict(X).min() == 1
+    assert det.image_score_rule_ == ("top_k_mean", 0.1, 4.0)
+    det.save(tmp_path / "m.skan")
+    loaded = skanomaly.load(tmp_path / "m.skan")
+    assert loaded.image_score_rule_ == det.image_score_rule_
+    np.testing.assert_array_equal(loaded.predict(X), det.predict(X))
 
 
 def test_invalid_image_score_parameters_are_named():
