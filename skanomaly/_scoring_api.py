@@ -75,7 +75,7 @@ class ScoringAPIMixin:
         set under another (``image_score``, ``image_score_k`` or
         ``image_score_sigma`` changed after fit)."""
         fitted = getattr(self, "image_score_rule_", None)
-        if fitted is None or not hasattr(self, "_image_score_key"):
+        if fitted is None:  # no image-score rule (a TiledDetector)
             return
         current = self._image_score_key()
         if tuple(fitted) != current:

@@ -158,21 +158,17 @@ def _reraise_for_group(name, exc):
     raise new from exc
 
 
-def _abandon(client, cancel, release):
-    """Stop and forget this call's futures on the cluster after a failure.
+def _cancel(client, futures):
+    """Stop this call's own futures on the cluster after a failure.
 
-    ``cancel`` holds futures whose keys only this call made (they are
-    cancelled, then released); ``release`` holds futures whose keys a caller
-    may share (a computed Dask collection): they are only released, which
-    drops this call's reference and nobody else's.  Errors of the cleanup
-    itself (a closed client) are swallowed so that the original exception
-    propagates unchanged.
+    Only futures whose keys this call made belong here (a computed Dask
+    collection's key may be shared with the caller: that one is only
+    released, by :func:`_release`).  Errors of the cleanup itself (a closed
+    client) are swallowed so that the original exception propagates
+    unchanged.
     """
-    try:
-        with contextlib.suppress(Exception):
-            client.cancel([future for future in cancel if future is not None])
-    finally:
-        _release(cancel, release)
+    with contextlib.suppress(Exception):
+        client.cancel([future for future in futures if future is not None])
 
 
 def _release(*collections):
@@ -338,9 +334,9 @@ def fit_per_group(estimator, groups, client=None, *, torch_threads=None, resourc
         # group's images may stay in worker memory, even while a kept
         # traceback holds this frame.
         future = data = fitted = None
-        _abandon(client, cancel=[*fits, *scattered], release=computed)
+        _cancel(client, [*fits, *scattered])
         raise
-    finally:
+    finally:  # on success too: the images are no longer needed
         _release(fits, scattered, computed)
 
 
@@ -558,7 +554,7 @@ def score(
         # traceback holds this frame.
         lazy = False
         images = result = None
-        _abandon(client, cancel=owned, release=[])
+        _cancel(client, owned)
         raise
     finally:
         if not lazy:

@@ -3,9 +3,9 @@
 Label convention: ``y_true`` marks anomalous (defective) images or pixels
 with 1/True and normal ones with 0/False.  scikit-learn's outlier convention
 (``+1`` normal, ``-1`` anomalous, as returned by ``predict``) is recognised
-when ``-1`` occurs, and numeric labels that are all ``+1`` are read in it too
-(all normal, as ``predict`` returns for a batch of normal images); pass
-booleans to mark every sample anomalous.  Labels and masks holding NaN or
+when ``-1`` occurs.  Numeric labels that are all ``1`` are refused, since the
+two conventions read them oppositely: pass booleans to mark every sample
+anomalous (or normal).  Labels and masks holding NaN or
 infinity are refused (a ValueError naming them), never read as anomalous.
 Anomaly scores are higher for more anomalous samples: pass
 ``-detector.score_samples(X)`` or ``detector.transform(X)``.

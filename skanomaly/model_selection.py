@@ -142,7 +142,7 @@ class NormalOnlyKFold(BaseCrossValidator):
                 f"y marks none of its {len(anomalous)} images anomalous, so every test "
                 f"fold would hold normal images only, which an AUROC or PRO cannot score. "
                 f"Pass labels with anomalous images (1 = anomalous, or -1 in "
-                f"scikit-learn's +1/-1 convention, where all +1 means all normal)."
+                f"scikit-learn's +1/-1 convention)."
             )
         seed = self.random_state if self.shuffle else None
         kfold = KFold(n_splits, shuffle=self.shuffle, random_state=seed)

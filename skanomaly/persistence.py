@@ -507,7 +507,7 @@ def _check_base_fitted(path, detector, seeded=True):
     if seeded and not (_is_int(detector._seed_) and 0 <= detector._seed_ <= _MAX_SEED):
         raise ValueError(f"{path}: _seed_ must be an integer in [0, {_MAX_SEED}].")
     epochs = getattr(detector, "n_epochs_", 0)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+    if not _is_int(epochs) or epochs < 0:
         raise ValueError(f"{path}: n_epochs_ must be a count of epochs, got {epochs!r}.")
 
 

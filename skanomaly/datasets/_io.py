@@ -275,6 +275,11 @@ def read_masks(paths, shape, *, resize=True):
     return np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)
 
 
+#: Pillow modes of mask images read as they are (palette images become RGBA).
+_MASK_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "LA", "La", "RGB",
+               "RGBA", "RGBa")
+
+
 def _mask_pixels(im, path):
     """The defect pixels of a mask image: non-zero in a colour channel, not transparent."""
     if im.mode in ("P", "PA"):
@@ -291,7 +296,3 @@ def _mask_pixels(im, path):
         return (arr[..., :-1] != 0).any(axis=-1) & (arr[..., -1] != 0)
     return (arr != 0).any(axis=-1)
 
-
-#: Pillow modes of mask images read as they are (palette images become RGBA).
-_MASK_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "LA", "La", "RGB",
-               "RGBA", "RGBa")
