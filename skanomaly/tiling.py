@@ -334,6 +334,15 @@ class TiledDetector(
             )
         return tile_origins(h, w, tile_size, stride)
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A pickle made before tile_size_, image_shape_ and value_range_ were
+        # fitted attributes scored with the parameters it holds: keep doing so
+        # (the same results as before), so that it needs no refit.
+        if "stride_" in self.__dict__ and "tile_size_" not in self.__dict__:
+            self.tile_size_ = int(self.tile_size)
+            self.image_shape_, self.value_range_ = self._reading_params()
+
     def _reset_fitted(self):
         for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
             delattr(self, key)

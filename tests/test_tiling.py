@@ -211,6 +211,23 @@ def test_clone_params_and_pickle_round_trip(tmp_path):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(det)).score_samples(X), scores)
 
 
+def test_pickle_from_before_fitted_tile_size_scores_as_it_did():
+    # Pickles made before tile_size_, image_shape_ and value_range_ were
+    # fitted attributes lack them; they scored with the parameters.
+    X = _smooth_images(3, 40, 40, seed=6)
+    det = TiledDetector(_dfr(image_shape=(40, 40)), tile_size=24, stride=12).fit(X)
+    scores = det.score_samples(X)
+    old = pickle.loads(pickle.dumps(det))
+    for attr in ("tile_size_", "image_shape_", "value_range_"):
+        delattr(old, attr)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.tile_size_ == 24 and loaded.image_shape_ == (40, 40)
+    assert loaded.value_range_ is None
+    np.testing.assert_array_equal(loaded.score_samples(X), scores)
+    # Unfitted wrappers gain nothing.
+    assert not hasattr(pickle.loads(pickle.dumps(TiledDetector(_dfr()))), "tile_size_")
+
+
 def test_gridsearch_tunes_the_inner_detector():
     X = (_smooth_images(12, 48, 48, seed=7) * 255).astype(np.uint8)
     y = np.zeros(len(X), int)
