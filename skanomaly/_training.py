@@ -16,6 +16,8 @@ checkpoints, learning-rate schedulers) reach users unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 
 import numpy as np
@@ -46,6 +48,9 @@ from ._schedules import WarmupCosineLR
 __all__ = [
     "UnsupervisedNet",
     "ArrayDataset",
+    "FitCancelled",
+    "check_fit_cancelled",
+    "stop_fit_when",
     "WorkingSizeImages",
     "TrainingDivergedError",
     "FiniteLossGuard",
@@ -56,6 +61,68 @@ __all__ = [
     "resolve_device",
     "seeded",
 ]
+
+
+class FitCancelled(Exception):
+    """A fit stopped because the Dask task running it was cancelled.
+
+    Raised at the next training batch of a fit run by
+    :func:`skanomaly.distributed.fit_per_group` once its task is cancelled
+    (the call was interrupted, or another group's fit failed).  Not a
+    ``KeyboardInterrupt``, which skorch's ``partial_fit`` would swallow; the
+    detector's ``fit`` discards its half-fitted state as for any error.
+    """
+
+
+#: The stop flag (a :class:`threading.Event`) of the fit running in the
+#: current context; ``None`` (the default) outside :func:`stop_fit_when`, so
+#: that a local fit never checks anything.
+_STOP_FLAG = contextvars.ContextVar("skanomaly_stop_flag", default=None)
+
+
+@contextlib.contextmanager
+def stop_fit_when(flag):
+    """Make the fits run inside the block stop once ``flag`` is set.
+
+    Parameters
+    ----------
+    flag : threading.Event
+        Set (from another thread) when the fit's work is no longer wanted;
+        :func:`check_fit_cancelled` then raises :class:`FitCancelled` at the
+        fit's next training batch.
+
+    Yields
+    ------
+    flag : threading.Event
+    """
+    if not callable(getattr(flag, "is_set", None)):
+        raise TypeError(
+            f"flag must be a threading.Event (with is_set), got {type(flag).__name__}."
+        )
+    token = _STOP_FLAG.set(flag)
+    try:
+        yield flag
+    finally:
+        _STOP_FLAG.reset(token)
+
+
+def check_fit_cancelled():
+    """Raise :class:`FitCancelled` if the current fit's stop flag is set.
+
+    Cheap enough for every training batch: outside :func:`stop_fit_when` it
+    reads one context variable and returns.
+
+    Raises
+    ------
+    FitCancelled
+        Inside :func:`stop_fit_when` once its flag is set.
+    """
+    flag = _STOP_FLAG.get()
+    if flag is not None and flag.is_set():
+        raise FitCancelled(
+            "fit stopped: the Dask task running it was cancelled (the "
+            "fit_per_group call was interrupted or another group's fit failed)."
+        )
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -169,8 +236,15 @@ class UnsupervisedNet(NeuralNet):
     ``X_batch`` is the batch on the net's device.  Subclasses for adversarial
     methods override :meth:`train_step` and register extra modules and
     optimizers in ``initialize_module``/``initialize_optimizer`` as skorch
-    documents.
+    documents.  Every batch (training and validation) first checks the stop
+    flag of :func:`stop_fit_when`, so a fit whose Dask task was cancelled
+    raises :class:`FitCancelled` at its next batch.
     """
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        # Stop a fit whose Dask task was cancelled (see stop_fit_when).
+        check_fit_cancelled()
+        super().on_batch_begin(net, batch=batch, training=training, **kwargs)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         X = to_device(X, self.device)

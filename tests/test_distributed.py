@@ -26,8 +26,15 @@ from joblib import parallel_config  # noqa: E402
 from sklearn.base import BaseEstimator, clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_validate  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+from skorch.callbacks import Callback  # noqa: E402
 
 import tests.detectors as table  # noqa: E402
+from skanomaly._training import (  # noqa: E402
+    FitCancelled,
+    check_fit_cancelled,
+    stop_fit_when,
+)
 from skanomaly.distributed import fit_per_group, score, worker_torch_threads  # noqa: E402
 from skanomaly.metrics import image_auroc_scorer, pixel_auroc_scorer  # noqa: E402
 from skanomaly.model_selection import NormalOnlyKFold  # noqa: E402
@@ -281,6 +288,87 @@ def test_fit_per_group_leaves_nothing_on_the_cluster_after_a_failure(
         Event(gate, client=client).set()
     assert _leftovers(client, before) == set()
     assert excinfo.type is expected
+
+
+class _BatchLog(Callback):
+    """Appends a line to the file ``path`` after every training batch."""
+
+    def __init__(self, path=None):
+        self.path = path
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training:
+            with open(self.path, "a") as f:
+                f.write("batch\n")
+
+
+def _lines(path):
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def _executing(dask_worker):
+    return len(dask_worker.state.executing)
+
+
+def test_fit_per_group_stops_a_running_fit_after_ctrl_c(client, ctrl_c, tmp_path):
+    log = tmp_path / "batches.log"
+    # 7 training batches an epoch (about 30 ms each): hours of training.
+    max_epochs = 2000
+    detector = small("igd", image_size=SIZE, max_epochs=max_epochs, batch_size=2,
+                     callbacks=[_BatchLog(str(log))])
+    before = _cluster_state(client)
+    main = threading.main_thread().ident
+
+    def press_once_training():
+        deadline = time.monotonic() + 60
+        while _lines(log) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    watcher = threading.Thread(target=press_once_training, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        fit_per_group(detector, {"a": images(8)}, client)
+    watcher.join()
+    assert _lines(log) >= 5  # the worker was training when Ctrl-C came
+    # The worker stops at its next batch: the count settles within seconds...
+    deadline = time.monotonic() + 10
+    count = _lines(log)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if _lines(log) == count:
+            break
+        count = _lines(log)
+    # ... and stays put, far below the max_epochs * 7 batches of the fit.
+    time.sleep(2)
+    assert _lines(log) == count < 7 * max_epochs // 10
+    deadline = time.monotonic() + 10
+    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
+    assert _leftovers(client, before) == set()
+
+
+def test_stop_flag_stops_a_fit_only_inside_its_context():
+    check_fit_cancelled()  # no flag: a local fit checks nothing
+    flag = threading.Event()
+    with stop_fit_when(flag) as inside:
+        assert inside is flag
+        check_fit_cancelled()  # not set yet
+        flag.set()
+        with pytest.raises(FitCancelled, match="Dask task running it was cancelled"):
+            check_fit_cancelled()
+    check_fit_cancelled()  # the flag is gone with the block
+    # A detector's fit stops at its first batch and keeps no fitted state.
+    detector = small("igd", image_size=SIZE)
+    with stop_fit_when(flag), pytest.raises(FitCancelled):
+        detector.fit(images(4))
+    with pytest.raises(NotFittedError):
+        check_is_fitted(detector)
+    assert not hasattr(detector, "net_")
+    with pytest.raises(TypeError, match="flag must be a threading.Event"):
+        with stop_fit_when(True):
+            pass
 
 
 def test_fit_per_group_keeps_groups_whose_names_print_alike(client):

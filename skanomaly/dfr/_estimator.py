@@ -12,7 +12,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._training import ArrayDataset, make_net
+from .._training import ArrayDataset, check_fit_cancelled, make_net
 from ..backbones import BACKBONES
 from ..base import BaseDetector, assign_parameters, fill_shared_doc
 from ..validation import _release_pages
@@ -317,6 +317,7 @@ class DFRDetector(BaseDetector):
             start = 0
             with torch.inference_mode():
                 for x in images.batches(self.batch_size, device=device):
+                    check_fit_cancelled()  # a cancelled Dask fit stops here too
                     f = self._extract(x)
                     if vectors:
                         f = f.permute(0, 2, 3, 1)
