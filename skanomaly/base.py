@@ -31,6 +31,7 @@ from ._shared_params import (
     fill_shared_doc,
 )
 from ._training import (
+    check_fit_cancelled,
     float32_mode,
     resolve_device,
     runtime_device,
@@ -409,6 +410,8 @@ class BaseDetector(
         start = 0
         with torch.inference_mode(), self._autocast(device):
             for x in images.batches(self._inference_batch_size(), device=device):
+                # A fit whose Dask task was cancelled stops in its threshold pass too.
+                check_fit_cancelled()
                 s, m = self._anomaly_batch(x)
                 stop = start + len(s)
                 scores[start:stop] = s.detach().float().cpu().numpy()

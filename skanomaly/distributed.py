@@ -314,9 +314,10 @@ def fit_per_group(estimator, groups, client=None, *, torch_threads=None, resourc
     training batch, raising :class:`~skanomaly._training.FitCancelled` there,
     and its result is dropped: its worker notices the cancellation within
     0.25 s, and the batch under way runs to its end (milliseconds on a GPU
-    to seconds for large images on a CPU; DFR's feature extraction stops at
-    its next batch of images too, while IGD's E-step, one pass over the
-    training images every ``e_step_interval`` epochs, runs to its end).
+    to seconds for large images on a CPU).  The passes over the training
+    images outside the training batches stop at their next batch too: DFR's
+    feature extraction, IGD's E-step and the threshold pass that ends every
+    fit.
 
     Examples
     --------

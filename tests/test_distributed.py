@@ -28,6 +28,7 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_validate  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 from skorch.callbacks import Callback  # noqa: E402
+from skorch.dataset import Dataset as SkorchDataset  # noqa: E402
 
 import tests.detectors as table  # noqa: E402
 from skanomaly._training import (  # noqa: E402
@@ -36,6 +37,7 @@ from skanomaly._training import (  # noqa: E402
     stop_fit_when,
 )
 from skanomaly.distributed import fit_per_group, score, worker_torch_threads  # noqa: E402
+from skanomaly.igd._net import GaussianEStep  # noqa: E402
 from skanomaly.metrics import image_auroc_scorer, pixel_auroc_scorer  # noqa: E402
 from skanomaly.model_selection import NormalOnlyKFold  # noqa: E402
 from skanomaly.registry import detector_names, get_detector  # noqa: E402
@@ -369,6 +371,15 @@ def test_stop_flag_stops_a_fit_only_inside_its_context():
     with pytest.raises(TypeError, match="flag must be a threading.Event"):
         with stop_fit_when(True):
             pass
+    # The passes over the training images outside skorch's batches stop too:
+    # fit's threshold pass (the scoring loop) and IGD's E-step.
+    fitted = small("igd", image_size=SIZE).fit(images(4))
+    with stop_fit_when(flag):
+        with pytest.raises(FitCancelled):
+            fitted.score_samples(images(2))
+        with pytest.raises(FitCancelled):
+            GaussianEStep().e_step(fitted.net_, SkorchDataset(torch.zeros(2, 1, SIZE, SIZE)))
+    assert np.isfinite(fitted.score_samples(images(2))).all()  # outside: unaffected
 
 
 def test_fit_per_group_keeps_groups_whose_names_print_alike(client):

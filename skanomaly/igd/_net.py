@@ -20,7 +20,12 @@ from skorch.utils import TeeGenerator, to_device
 
 from .._docstrings import fill_doc
 from .._schedules import BatchLRSchedule
-from .._training import SECOND_NETWORK_PARAMETERS_DOC, UnsupervisedNet, make_net
+from .._training import (
+    SECOND_NETWORK_PARAMETERS_DOC,
+    UnsupervisedNet,
+    check_fit_cancelled,
+    make_net,
+)
 from .losses import (
     DistillationLoss,
     autoencoder_loss,
@@ -113,6 +118,7 @@ class GaussianEStep(Callback):
         module.eval()
         moments = {name: [0.0, 0.0, 0] for name, _ in module.branches()}
         for batch in net.get_iterator(dataset, training=False):
+            check_fit_cancelled()  # a cancelled Dask fit stops here too
             x = to_device(unpack_data(batch)[0], net.device)
             for name, branch in module.branches():
                 for chunk in net.branch_chunks(name, module.branch_input(name, x)):
