@@ -9,7 +9,8 @@ maps (relative to the maps' range), and whether the image ranking agrees.
 Both run on ``--threads`` threads (torch's and onnxruntime's intra-op
 threads); the timing is the best of ``--repeat`` runs.
 
-Example (the small CPU setting of ``benchmarks/README.md``)::
+Example (a small CPU setting; the report goes to stdout and no results file
+is kept, see ``benchmarks/README.md``)::
 
     python benchmarks/bench_onnx.py --image-size 64 --n-images 32 --threads 1
 """

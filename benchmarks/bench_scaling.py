@@ -30,8 +30,8 @@ libraries' own settings).
 
 Allocator: glibc raises its mmap threshold (dynamically, up to 32 MB) once
 a large block is freed, after which the transient multi-MB tensors of each
-batch come from the heap, which fragments: the peak then drifts up by 5 to
-15 MB at random over a long call while the bytes in use stay constant
+batch come from the heap, which fragments: the peak then drifts up by 6 to
+16 MB at random over a long call while the bytes in use stay constant
 (measured with ``mallinfo2`` on SCADN's scoring: 140 MB in use throughout,
 5 to 32 MB free in the heap).  The subprocesses therefore run with
 ``MALLOC_MMAP_THRESHOLD_=131072`` (glibc's initial threshold, kept fixed:

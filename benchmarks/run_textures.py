@@ -122,7 +122,7 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, default=200,
                         help="test crops, half defective (default: 200; with 40 an image "
                              "AUROC's standard error is about 0.09, and DFR's margins "
-                             "over the baseline moved by up to 0.19 from a 40-crop draw "
+                             "over the baseline moved by up to 0.20 from a 40-crop draw "
                              "to a 200-crop one)")
     parser.add_argument("--image-size", type=int, default=256,
                         help="crop size in pixels = the detectors' image_size (default: 256)")

@@ -104,17 +104,17 @@ class DFRDetector(BaseDetector):
         temporary file that is deleted after ``fit``.
     cache_dtype : {"float16", "float32"}, default="float16"
         Storage type of that cache.  float16 halves its size (at the defaults
-        28 MiB per 256x256 image with VGG19 ``f_{1:12}``, 3456 x 64 x 64
+        27 MiB per 256x256 image with VGG19 ``f_{1:12}``, 3456 x 64 x 64
         values; float32 doubles it) and rounds features to 11 significant
         bits; scoring always uses float32 features.
     max_epochs : int, default=700
         Training epochs (the paper's 700; the authors' code used 150).  On a
-        CPU this is out of reach at the defaults: a CAE step on a batch of 4
-        (3456 channels at 64 x 64, ``c_d`` = 200) took 15 s on one thread, so
-        about 4 s per image per epoch, 15 min per epoch for a 250-image MVTec
-        category.  Use a GPU, or smaller ``image_size``/``scales`` and fewer
-        epochs (the offline EfficientNet-Lite0 at 64-128 px trains in
-        minutes, see ``benchmarks/``).
+        CPU this is out of reach at the defaults: each of the 700 epochs runs
+        the CAE's 1x1 convolutions, forward and backward, on 3456 channels at
+        64 x 64 locations of every training image.  Use a
+        GPU, or smaller ``image_size``/``scales`` and fewer epochs (the
+        offline EfficientNet-Lite0 at 64-128 px trains in minutes, see
+        ``benchmarks/``).
     batch_size : int, default=4
         Training and scoring batch size (paper: 4).
     lr : float, default=1e-4

@@ -167,8 +167,10 @@ class InpaintingAE(BaseDetector):
       lowers its loss by raising the error everywhere.  Squaring makes each
       term its region's mean squared error, the reading under which ``lam``
       balances the two regions as the paper intends.  Measured on brick
-      (48 px, width 8, 120 epochs): pixel AUROC/PRO 0.774/0.21 as printed
-      against 0.858/0.56 squared (``benchmarks/bench_inpainting.py``).
+      with ``objective="restore"`` (64 px, 40 test crops, width 8, 100
+      epochs, ``lam=0.5``): pixel AUROC/PRO 0.765/0.249 as printed against
+      0.870/0.655 squared (``benchmarks/results_inpainting.md``, from
+      ``benchmarks/bench_inpainting.py``).
       ``squared_norm=False`` keeps the printed formula.
     - Progressive resizing and early stopping: with ``early_stopping`` the
       patience counts only from the first epoch at full size (the schedule
