@@ -64,11 +64,13 @@ __all__ = [
 
 
 class FitCancelled(Exception):
-    """A fit stopped because the Dask task running it was cancelled.
+    """A fit (or scoring pass) stopped because the Dask task running it was cancelled.
 
     Raised at the next training batch of a fit run by
     :func:`skanomaly.distributed.fit_per_group` once its task is cancelled
-    (the call was interrupted, or another group's fit failed).  Not a
+    (the call was interrupted, or another group's fit failed), and at the
+    next inference batch of a partition scored by
+    :func:`skanomaly.distributed.score`.  Not a
     ``KeyboardInterrupt``, which skorch's ``partial_fit`` would swallow; the
     detector's ``fit`` discards its half-fitted state as for any error.
     """
@@ -120,8 +122,8 @@ def check_fit_cancelled():
     flag = _STOP_FLAG.get()
     if flag is not None and flag.is_set():
         raise FitCancelled(
-            "fit stopped: the Dask task running it was cancelled (the "
-            "fit_per_group call was interrupted or another group's fit failed)."
+            "stopped: the Dask task running it was cancelled (its fit_per_group "
+            "or score call was interrupted, or another of its tasks failed)."
         )
 
 

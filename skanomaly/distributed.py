@@ -247,8 +247,11 @@ def _fit_task(estimator, X, torch_threads):
 
 
 def _apply_task(block, detector, method, torch_threads):
-    """Worker side of :func:`score`: one block of images through ``method``."""
-    with worker_torch_threads(torch_threads):
+    """Worker side of :func:`score`: one block of images through ``method``.
+
+    The scoring stops at its next inference batch once the task is cancelled.
+    """
+    with worker_torch_threads(torch_threads), _stop_when_cancelled():
         return getattr(detector, method)(block)
 
 
@@ -533,7 +536,9 @@ def score(
     e.g. Ctrl-C while it waits), the tasks are cancelled and the partitions
     and the detector are released from the workers before the exception
     propagates unchanged; with ``compute=True`` they are released once the
-    result is back too.
+    result is back too.  A task already scoring on a worker stops at its next
+    inference batch (its worker notices the cancellation within 0.25 s) and
+    its result is dropped.
 
     Examples
     --------

@@ -467,6 +467,34 @@ def test_score_leaves_nothing_on_the_cluster_after_ctrl_c(client, ctrl_c, reques
     assert excinfo.type is KeyboardInterrupt
 
 
+class _SlowIGD(get_detector("igd")):
+    """IGD whose every inference batch takes at least 20 ms (scoring that lasts)."""
+
+    def _anomaly_batch(self, x):
+        time.sleep(0.02)
+        return super()._anomaly_batch(x)
+
+
+def test_score_stops_a_running_partition_after_ctrl_c(client, ctrl_c):
+    detector = _SlowIGD(**small("igd", image_size=SIZE).get_params()).fit(images(4))
+    # Two partitions of 1500 images, one inference batch each: at least 30 s
+    # of scoring on each worker.
+    detector.set_params(batch_size=1)
+    before = _cluster_state(client)
+    watcher = ctrl_c(client, 2)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        score(detector, np.repeat(images(1), 3000, axis=0), client, partition_size=1500)
+    watcher.join()
+    # Both partitions stop at their next batch, long before their 30 s.
+    deadline = time.monotonic() + 10
+    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
+    assert time.monotonic() - started < 25
+    assert _leftovers(client, before) == set()
+
+
 class _NoCluster:
     """A stand-in client that fails on any use."""
 
