@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import sys
+import threading
 
 import numpy as np
 import torch
@@ -51,6 +53,7 @@ __all__ = [
     "FitCancelled",
     "check_fit_cancelled",
     "stop_fit_when",
+    "stop_when_task_cancelled",
     "WorkingSizeImages",
     "TrainingDivergedError",
     "FiniteLossGuard",
@@ -66,11 +69,13 @@ __all__ = [
 class FitCancelled(Exception):
     """A fit (or scoring pass) stopped because the Dask task running it was cancelled.
 
-    Raised at the next training batch of a fit run by
-    :func:`skanomaly.distributed.fit_per_group` once its task is cancelled
-    (the call was interrupted, or another group's fit failed), and at the
-    next inference batch of a partition scored by
-    :func:`skanomaly.distributed.score`.  Not a
+    Raised at the next training (or inference) batch of a fit or scoring pass
+    that runs inside a Dask task once the task is cancelled
+    (:func:`stop_when_task_cancelled`): a :func:`skanomaly.distributed.fit_per_group`
+    call was interrupted or another group's fit failed, a
+    :func:`skanomaly.distributed.score` call was interrupted, or the task
+    (a search's under joblib's Dask backend, or the user's own) was
+    cancelled.  Not a
     ``KeyboardInterrupt``, which skorch's ``partial_fit`` would swallow; the
     detector's ``fit`` discards its half-fitted state as for any error.
     """
@@ -108,6 +113,72 @@ def stop_fit_when(flag):
         _STOP_FLAG.reset(token)
 
 
+#: Seconds between two looks of a task's watcher at the task's state.
+_WATCH_INTERVAL = 0.25
+
+#: Worker-side states of a Dask task whose result is no longer wanted: an
+#: executing task the scheduler released becomes "cancelled" (it returns to
+#: "executing" through "resumed" if wanted again); the others follow.
+_UNWANTED_STATES = frozenset({"cancelled", "released", "forgotten"})
+
+
+def _current_dask_task():
+    """The task table and key of the Dask task running this thread, or ``None``.
+
+    ``None`` outside a Dask worker's task (and whenever ``distributed`` was
+    never imported: then no worker can be running us).
+    """
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import get_worker
+        from distributed.worker import thread_state
+
+        worker = get_worker()
+        return worker.state.tasks, thread_state.key
+    except (ImportError, ValueError, AttributeError):
+        # Not in a task, or a distributed without these internals.
+        return None
+
+
+@contextlib.contextmanager
+def stop_when_task_cancelled():
+    """Stop the fits and scoring passes in the block once their Dask task is cancelled.
+
+    Inside a Dask worker's task (a :func:`skanomaly.distributed.fit_per_group`
+    fit, a :func:`skanomaly.distributed.score` partition, or a fit that
+    joblib's Dask backend runs for ``GridSearchCV``), a daemon thread looks
+    every ``_WATCH_INTERVAL`` seconds at the task's state on its worker; once
+    the task is gone or no longer wanted, it sets the stop flag of
+    :func:`stop_fit_when`, and the work raises :class:`FitCancelled` at its
+    next batch.  The watcher ends with the block.  Outside a Dask task, or
+    inside a block that already has a stop flag, it does nothing.
+    """
+    task = None if _STOP_FLAG.get() is not None else _current_dask_task()
+    if task is None:
+        yield
+        return
+    tasks, key = task
+    stop, done = threading.Event(), threading.Event()
+
+    def watch():
+        # A plain read of the worker's task table (its event loop writes it).
+        while not done.wait(_WATCH_INTERVAL):
+            state = tasks.get(key)
+            if state is None or state.state in _UNWANTED_STATES:
+                stop.set()
+                return
+
+    watcher = threading.Thread(target=watch, name=f"skanomaly-watch-{key}", daemon=True)
+    watcher.start()
+    try:
+        with stop_fit_when(stop):
+            yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 def check_fit_cancelled():
     """Raise :class:`FitCancelled` if the current fit's stop flag is set.
 
@@ -123,7 +194,8 @@ def check_fit_cancelled():
     if flag is not None and flag.is_set():
         raise FitCancelled(
             "stopped: the Dask task running it was cancelled (its fit_per_group "
-            "or score call was interrupted, or another of its tasks failed)."
+            "or score call was interrupted, another of its tasks failed, or the "
+            "task was cancelled)."
         )
 
 

@@ -36,6 +36,7 @@ from ._training import (
     resolve_device,
     runtime_device,
     seeded,
+    stop_when_task_cancelled,
 )
 from ._saving import PersistenceMixin
 from ._scoring_api import ScoringAPIMixin
@@ -190,10 +191,14 @@ class BaseDetector(
             self._seed_ = int(
                 check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             )
-            with seeded(self._seed_, self.device_):
-                self._fit(images, **checked)
-            self.n_epochs_ = self._epochs_run()
-            self._fit_offset_and_thresholds(images)
+            # Run as a Dask task (e.g. by GridSearchCV under joblib's Dask
+            # backend), the fit stops at its next batch once the task is
+            # cancelled.
+            with stop_when_task_cancelled():
+                with seeded(self._seed_, self.device_):
+                    self._fit(images, **checked)
+                self.n_epochs_ = self._epochs_run()
+                self._fit_offset_and_thresholds(images)
             self.image_score_rule_ = self._image_score_key()
         except BaseException:
             # Failed or interrupted (KeyboardInterrupt): no half-fitted state.
@@ -408,9 +413,10 @@ class BaseDetector(
         scores = np.empty(n, dtype=np.float64)
         maps = np.empty((n, images.height, images.width), dtype=np.float32) if with_maps else None
         start = 0
-        with torch.inference_mode(), self._autocast(device):
+        with stop_when_task_cancelled(), torch.inference_mode(), self._autocast(device):
             for x in images.batches(self._inference_batch_size(), device=device):
-                # A fit whose Dask task was cancelled stops in its threshold pass too.
+                # Work whose Dask task was cancelled stops here (scoring, and
+                # the threshold pass that ends a fit).
                 check_fit_cancelled()
                 s, m = self._anomaly_batch(x)
                 stop = start + len(s)

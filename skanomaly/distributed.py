@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import uuid
 from collections.abc import Mapping
 from numbers import Integral
@@ -37,7 +36,6 @@ try:
     import dask
     import dask.array as da
     from dask.distributed import Client, as_completed, get_client, get_worker
-    from distributed.worker import thread_state
 except ImportError as exc:  # pragma: no cover - exercised by a test with dask hidden
     raise ImportError(
         "skanomaly.distributed needs Dask's distributed scheduler, an optional "
@@ -47,8 +45,6 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with dask h
 import torch
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
-
-from ._training import stop_fit_when
 
 __all__ = ["fit_per_group", "score", "worker_torch_threads"]
 
@@ -190,68 +186,24 @@ def _release(*collections):
         futures.clear()
 
 
-#: Seconds between two looks of a fit's watcher at its task's state.
-_WATCH_INTERVAL = 0.25
-
-#: Worker-side states of a task whose result is no longer wanted: an
-#: executing task the scheduler released becomes "cancelled" (it returns to
-#: "executing" through "resumed" if wanted again); the others follow.
-_UNWANTED_STATES = frozenset({"cancelled", "released", "forgotten"})
-
-
-@contextlib.contextmanager
-def _stop_when_cancelled():
-    """Run a task's fit so that it stops once the task is cancelled.
-
-    A daemon thread looks every ``_WATCH_INTERVAL`` seconds at the state of
-    the running task on its worker; once the task is gone or no longer
-    wanted, it sets the fit's stop flag (:func:`skanomaly._training.stop_fit_when`),
-    and the fit raises :class:`~skanomaly._training.FitCancelled` at its
-    next training batch.  The watcher ends with the block.  Outside a Dask
-    task nothing is watched.
-    """
-    try:
-        worker = get_worker()
-        key = thread_state.key
-        tasks = worker.state.tasks
-    except (ValueError, AttributeError):  # not in a task, or another distributed
-        yield
-        return
-    stop, done = threading.Event(), threading.Event()
-
-    def watch():
-        # A plain read of the worker's task table (its event loop writes it).
-        while not done.wait(_WATCH_INTERVAL):
-            task = tasks.get(key)
-            if task is None or task.state in _UNWANTED_STATES:
-                stop.set()
-                return
-
-    watcher = threading.Thread(target=watch, name=f"skanomaly-watch-{key}", daemon=True)
-    watcher.start()
-    try:
-        with stop_fit_when(stop):
-            yield
-    finally:
-        done.set()
-        watcher.join()
-
-
 def _fit_task(estimator, X, torch_threads):
     """Worker side of :func:`fit_per_group`: fit, return the fitted estimator.
 
-    The fit stops at its next training batch once the task is cancelled.
+    A skanomaly detector's fit stops at its next training batch once the task
+    is cancelled (:func:`skanomaly._training.stop_when_task_cancelled`, in the
+    detector's own ``fit``).
     """
-    with worker_torch_threads(torch_threads), _stop_when_cancelled():
+    with worker_torch_threads(torch_threads):
         return estimator.fit(X)
 
 
 def _apply_task(block, detector, method, torch_threads):
     """Worker side of :func:`score`: one block of images through ``method``.
 
-    The scoring stops at its next inference batch once the task is cancelled.
+    A skanomaly detector's scoring stops at its next inference batch once the
+    task is cancelled (its scoring loop watches the task).
     """
-    with worker_torch_threads(torch_threads), _stop_when_cancelled():
+    with worker_torch_threads(torch_threads):
         return getattr(detector, method)(block)
 
 

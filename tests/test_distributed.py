@@ -21,7 +21,13 @@ import torch
 pytest.importorskip("distributed")
 
 import dask.array as da  # noqa: E402
-from dask.distributed import Client, Event, LocalCluster, get_task_stream  # noqa: E402
+from dask.distributed import (  # noqa: E402
+    Client,
+    Event,
+    Future,
+    LocalCluster,
+    get_task_stream,
+)
 from joblib import parallel_config  # noqa: E402
 from sklearn.base import BaseEstimator, clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
@@ -338,13 +344,7 @@ def test_fit_per_group_stops_a_running_fit_after_ctrl_c(client, ctrl_c, tmp_path
     # The worker stops at its next batch: the count settles within seconds
     # (unchanged for 1.5 s, so that a worker briefly descheduled on a loaded
     # machine is not taken for a stopped one)...
-    deadline = time.monotonic() + 15
-    count, still = _lines(log), 0
-    while still < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = _lines(log)
-        still = still + 1 if now == count else 0
-        count = now
+    count = _wait_until_settled(log)
     # ... and stays put, far below the max_epochs * 7 batches of the fit.
     time.sleep(2)
     assert _lines(log) == count < 7 * max_epochs // 10
@@ -353,6 +353,76 @@ def test_fit_per_group_stops_a_running_fit_after_ctrl_c(client, ctrl_c, tmp_path
         time.sleep(0.1)
     assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
     assert _leftovers(client, before) == set()
+
+
+def _wait_until_settled(log, timeout=15):
+    """The log's line count once unchanged for 1.5 s (or after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    count, still = _lines(log), 0
+    while still < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _lines(log)
+        still = still + 1 if now == count else 0
+        count = now
+    return count
+
+
+def _long_igd(log, max_epochs=2000):
+    """A tiny IGD that trains for hours, logging each batch; no E-step after the first."""
+    return small("igd", image_size=SIZE, max_epochs=max_epochs, batch_size=2,
+                 e_step_interval=max_epochs, callbacks=[_BatchLog(str(log))])
+
+
+def _assert_stopped(client, log, limit):
+    """Training batches stop (the log settles below ``limit``) and no task runs."""
+    count = _wait_until_settled(log)
+    time.sleep(2)
+    assert _lines(log) == count < limit
+    deadline = time.monotonic() + 10
+    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
+
+
+def test_a_fit_in_any_dask_task_stops_once_the_task_is_cancelled(client, tmp_path):
+    # The user's own task: client.submit(detector.fit, X), then cancel().
+    log = tmp_path / "submitted.log"
+    future = client.submit(_long_igd(log).fit, images(8))
+    deadline = time.monotonic() + 60
+    while _lines(log) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _lines(log) >= 5
+    future.cancel()
+    _assert_stopped(client, log, 7 * 2000 // 10)
+
+    # GridSearchCV under joblib's Dask backend.  joblib keeps the futures of
+    # an interrupted search (they are not cancelled); cancelling them, as
+    # docs/distributed.rst says, stops every fit at its next batch.
+    log = tmp_path / "search.log"
+    search = GridSearchCV(_long_igd(log), {"lr": [1e-4, 2e-4]},
+                          cv=NormalOnlyKFold(2, random_state=0),
+                          scoring=image_auroc_scorer, refit=False)
+    X, y = labelled(n_normal=16)
+    main = threading.main_thread().ident
+
+    def press_once_training():
+        deadline = time.monotonic() + 60
+        while _lines(log) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        watcher = threading.Thread(target=press_once_training, daemon=True)
+        watcher.start()
+        with parallel_config(backend="dask", n_jobs=-1), pytest.raises(KeyboardInterrupt):
+            search.fit(X, y)
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert _lines(log) >= 10  # the workers were training when Ctrl-C came
+    client.cancel([Future(key, client) for key in list(client.futures)])
+    _assert_stopped(client, log, 4 * 4 * 2000 // 10)
 
 
 def test_stop_flag_stops_a_fit_only_inside_its_context():
