@@ -333,13 +333,28 @@ def _describe_tiled(tiled):
 
 
 # ------------------------------------------------------------------ load
-def _read_header(path, data):
-    """The JSON document of a safe model file, with clear errors for anything else."""
+def _read_start(fh, size):
+    """The file's first bytes: its 8-byte header length and the header itself
+    when that length fits the file and ``_MAX_HEADER``, else 9 bytes at most.
+
+    Nothing beyond the header is read, so that a large file of another kind
+    (an image or a video given by mistake) is refused at once.
+    """
+    head = fh.read(8)
+    if len(head) < 8:
+        return head
+    (n,) = struct.unpack("<Q", head)
+    return head + fh.read(n if n <= _MAX_HEADER and n + 8 <= size else 1)
+
+
+def _read_header(path, data, size):
+    """The JSON document of a safe model file of ``size`` bytes that starts with
+    ``data`` (see :func:`_read_start`), with clear errors for anything else."""
     where = f"{path} is not a skanomaly model file"
-    if len(data) < 8:
-        raise ValueError(f"{where}: it is {len(data)} bytes long.")
+    if size < 8:
+        raise ValueError(f"{where}: it is {size} bytes long.")
     (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or n + 8 > len(data) or data[8:9] != b"{":
+    if n > _MAX_HEADER or n + 8 > size or len(data) < n + 8 or data[8:9] != b"{":
         hint = ""
         if _pickle_prefix(data[:8]):
             hint = " (it looks like a pickle/joblib file: load a trusted one with joblib.load)"
@@ -541,8 +556,12 @@ def load_detector(path):
 
     path = os.fspath(path)
     with open(path, "rb") as fh:
-        data = fh.read()
-    document = _read_header(path, data)
+        size = os.fstat(fh.fileno()).st_size
+        # The header first: the rest is read only once it describes a model.
+        head = _read_start(fh, size)
+        document = _read_header(path, head, size)
+        data = head + fh.read()
+    del head
     try:
         tensors = load_tensors(data)
     except (SafetensorError, RuntimeError, ValueError) as exc:

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import struct
+import tracemalloc
 
 import joblib
 import numpy as np
@@ -405,6 +406,25 @@ def test_truncated_file_refused(saved, tmp_path):
         with pytest.raises(ValueError) as info:
             skanomaly.load(out)
         assert message in str(info.value).replace(str(out), "")
+
+
+@pytest.mark.parametrize("start", [b"\xff\xd8\xff\xe0JFIF", b"\x10\x00\x00\x00\x00\x00\x00\x00{"])
+def test_large_file_of_another_kind_refused_after_its_first_bytes(tmp_path, start):
+    # A 1 GiB file (sparse: no disk used) given by mistake, a JPEG, or one
+    # whose header claims 16 bytes and is not JSON: refused from its first
+    # bytes, without reading the rest into memory.
+    path = tmp_path / "big.jpg"
+    with open(path, "wb") as fh:
+        fh.write(start)
+        fh.truncate(2**30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="is not a skanomaly model file"):
+            skanomaly.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**24
 
 
 class _Payload:
