@@ -318,45 +318,12 @@ def _executing(dask_worker):
     return len(dask_worker.state.executing)
 
 
-def test_fit_per_group_stops_a_running_fit_after_ctrl_c(client, ctrl_c, tmp_path):
-    log = tmp_path / "batches.log"
-    # 7 training batches an epoch (about 30 ms each): hours of training.
-    max_epochs = 2000
-    # No E-step after the first (e_step_interval=max_epochs): the training
-    # batches' own check must stop the fit.
-    detector = small("igd", image_size=SIZE, max_epochs=max_epochs, batch_size=2,
-                     e_step_interval=max_epochs, callbacks=[_BatchLog(str(log))])
-    before = _cluster_state(client)
-    main = threading.main_thread().ident
-
-    def press_once_training():
-        deadline = time.monotonic() + 60
-        while _lines(log) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        signal.pthread_kill(main, signal.SIGINT)
-
-    watcher = threading.Thread(target=press_once_training, daemon=True)
-    watcher.start()
-    with pytest.raises(KeyboardInterrupt):
-        fit_per_group(detector, {"a": images(8)}, client)
-    watcher.join()
-    assert _lines(log) >= 5  # the worker was training when Ctrl-C came
-    # The worker stops at its next batch: the count settles within seconds
-    # (unchanged for 1.5 s, so that a worker briefly descheduled on a loaded
-    # machine is not taken for a stopped one)...
-    count = _wait_until_settled(log)
-    # ... and stays put, far below the max_epochs * 7 batches of the fit.
-    time.sleep(2)
-    assert _lines(log) == count < 7 * max_epochs // 10
-    deadline = time.monotonic() + 10
-    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
-    assert _leftovers(client, before) == set()
-
-
 def _wait_until_settled(log, timeout=15):
-    """The log's line count once unchanged for 1.5 s (or after ``timeout`` s)."""
+    """The log's line count once unchanged for 1.5 s (or after ``timeout`` s).
+
+    1.5 s, so that a worker briefly descheduled on a loaded machine is not
+    taken for a stopped one.
+    """
     deadline = time.monotonic() + timeout
     count, still = _lines(log), 0
     while still < 3 and time.monotonic() < deadline:
@@ -368,13 +335,31 @@ def _wait_until_settled(log, timeout=15):
 
 
 def _long_igd(log, max_epochs=2000):
-    """A tiny IGD that trains for hours, logging each batch; no E-step after the first."""
+    """A tiny IGD that would train for hours (batches of about 30 ms), logging
+    each batch.  No E-step after the first (``e_step_interval=max_epochs``):
+    the training batches' own check must stop it."""
     return small("igd", image_size=SIZE, max_epochs=max_epochs, batch_size=2,
                  e_step_interval=max_epochs, callbacks=[_BatchLog(str(log))])
 
 
+def _ctrl_c_once_logged(log, n_lines):
+    """Press Ctrl-C in this process once ``log`` has ``n_lines`` lines."""
+    main = threading.main_thread().ident
+
+    def press():
+        deadline = time.monotonic() + 60
+        while _lines(log) < n_lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    thread = threading.Thread(target=press, daemon=True)
+    thread.start()
+    return thread
+
+
 def _assert_stopped(client, log, limit):
-    """Training batches stop (the log settles below ``limit``) and no task runs."""
+    """Training batches stop (the log settles, then stays, below ``limit``)
+    and no task runs on the workers."""
     count = _wait_until_settled(log)
     time.sleep(2)
     assert _lines(log) == count < limit
@@ -384,7 +369,20 @@ def _assert_stopped(client, log, limit):
     assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
 
 
-def test_a_fit_in_any_dask_task_stops_once_the_task_is_cancelled(client, tmp_path):
+def test_fit_per_group_stops_a_running_fit_after_ctrl_c(client, ctrl_c, tmp_path):
+    log = tmp_path / "batches.log"
+    before = _cluster_state(client)
+    watcher = _ctrl_c_once_logged(log, 5)
+    with pytest.raises(KeyboardInterrupt):
+        fit_per_group(_long_igd(log), {"a": images(8)}, client)
+    watcher.join()
+    assert _lines(log) >= 5  # the worker was training when Ctrl-C came
+    # The worker stops at its next batch, far below the 7 x 2000 of the fit.
+    _assert_stopped(client, log, 7 * 2000 // 10)
+    assert _leftovers(client, before) == set()
+
+
+def test_a_fit_in_any_dask_task_stops_once_the_task_is_cancelled(client, ctrl_c, tmp_path):
     # The user's own task: client.submit(detector.fit, X), then cancel().
     log = tmp_path / "submitted.log"
     future = client.submit(_long_igd(log).fit, images(8))
@@ -403,23 +401,10 @@ def test_a_fit_in_any_dask_task_stops_once_the_task_is_cancelled(client, tmp_pat
                           cv=NormalOnlyKFold(2, random_state=0),
                           scoring=image_auroc_scorer, refit=False)
     X, y = labelled(n_normal=16)
-    main = threading.main_thread().ident
-
-    def press_once_training():
-        deadline = time.monotonic() + 60
-        while _lines(log) < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        signal.pthread_kill(main, signal.SIGINT)
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        watcher = threading.Thread(target=press_once_training, daemon=True)
-        watcher.start()
-        with parallel_config(backend="dask", n_jobs=-1), pytest.raises(KeyboardInterrupt):
-            search.fit(X, y)
-        watcher.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    watcher = _ctrl_c_once_logged(log, 10)
+    with parallel_config(backend="dask", n_jobs=-1), pytest.raises(KeyboardInterrupt):
+        search.fit(X, y)
+    watcher.join()
     assert _lines(log) >= 10  # the workers were training when Ctrl-C came
     client.cancel([Future(key, client) for key in list(client.futures)])
     _assert_stopped(client, log, 4 * 4 * 2000 // 10)
