@@ -126,7 +126,8 @@ def _current_dask_task():
     """The task table and key of the Dask task running this thread, or ``None``.
 
     ``None`` outside a Dask worker's task (and whenever ``distributed`` was
-    never imported: then no worker can be running us).
+    never imported: then no worker can be running us), and in an actor's
+    method, which runs under no task of the worker's table.
     """
     if "distributed" not in sys.modules:
         return None
@@ -135,10 +136,15 @@ def _current_dask_task():
         from distributed.worker import thread_state
 
         worker = get_worker()
-        return worker.state.tasks, thread_state.key
+        tasks, key = worker.state.tasks, thread_state.key
     except (ImportError, ValueError, AttributeError):
         # Not in a task, or a distributed without these internals.
         return None
+    # An actor's method runs under a key ("Class.method") that is no task:
+    # only a task in the worker's table can be watched for its cancellation.
+    if getattr(thread_state, "actor", False) or key not in tasks:
+        return None
+    return tasks, key
 
 
 @contextlib.contextmanager

@@ -43,6 +43,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import struct
 import warnings
 
@@ -335,7 +336,8 @@ def _describe_tiled(tiled):
 # ------------------------------------------------------------------ load
 def _read_start(fh, size):
     """The file's first bytes: its 8-byte header length and the header itself
-    when that length fits the file and ``_MAX_HEADER``, else 9 bytes at most.
+    when that length fits the file of ``size`` bytes (``math.inf`` for a pipe
+    or a device) and ``_MAX_HEADER``, else 9 bytes at most.
 
     Nothing beyond the header is read, so that a large file of another kind
     (an image or a video given by mistake) is refused at once.
@@ -348,17 +350,18 @@ def _read_start(fh, size):
 
 
 def _read_header(path, data, size):
-    """The JSON document of a safe model file of ``size`` bytes that starts with
-    ``data`` (see :func:`_read_start`), with clear errors for anything else."""
+    """The JSON document of a safe model file of ``size`` bytes (``math.inf``
+    for a pipe or a device) that starts with ``data`` (see :func:`_read_start`),
+    with clear errors for anything else."""
     where = f"{path} is not a skanomaly model file"
-    if size < 8:
-        raise ValueError(f"{where}: it is {size} bytes long.")
+    if len(data) < 8:
+        raise ValueError(f"{where}: it is {len(data)} bytes long.")
     (n,) = struct.unpack("<Q", data[:8])
     if n > _MAX_HEADER or n + 8 > size or len(data) < n + 8 or data[8:9] != b"{":
         hint = ""
         if _pickle_prefix(data[:8]):
             hint = " (it looks like a pickle/joblib file: load a trusted one with joblib.load)"
-        elif n + 8 > len(data) and data[8:9] == b"{":
+        elif n <= _MAX_HEADER and n + 8 > min(size, len(data)) and data[8:9] == b"{":
             hint = " (the file is truncated)"
         raise ValueError(f"{where}{hint}.")
     try:
@@ -556,12 +559,18 @@ def load_detector(path):
 
     path = os.fspath(path)
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
         # The header first: the rest is read only once it describes a model.
+        # A pipe or a device has no size to bound the header by.
+        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+        size = os.fstat(fh.fileno()).st_size if regular else math.inf
         head = _read_start(fh, size)
         document = _read_header(path, head, size)
-        data = head + fh.read()
-    del head
+        if regular:
+            fh.seek(0)
+            data = fh.read()
+        else:
+            data = head + fh.read()
+        del head
     try:
         tensors = load_tensors(data)
     except (SafetensorError, RuntimeError, ValueError) as exc:

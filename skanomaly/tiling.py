@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._scoring_api import ScoringAPIMixin
 from ._shared_params import NoBoolNumbersMixin
+from ._training import check_fit_cancelled, stop_when_task_cancelled
 from .thresholds import StreamingFPRThreshold
 from .validation import check_image_shape, check_images, check_value_range
 
@@ -376,15 +377,18 @@ class TiledDetector(
             # Tiles are float32 in [0, 1] images: the detector reads them as is.
             own = det.get_params(deep=False)
             det.set_params(**{k: None for k in ("image_shape", "value_range") if k in own})
-            det.fit(_TileSequence(images, origins, tile_size))
-            self.detector_ = det
-            self.tile_size_ = tile_size
-            self.stride_ = stride
-            self.image_shape_ = image_shape
-            self.value_range_ = value_range
-            self.n_features_in_ = images.n_features
-            self.input_shape_ = (images.height, images.width, images.n_channels)
-            self._fit_offset_and_threshold(images)
+            # Run as a Dask task, the fit stops at its next batch once the
+            # task is cancelled (the threshold pass included).
+            with stop_when_task_cancelled():
+                det.fit(_TileSequence(images, origins, tile_size))
+                self.detector_ = det
+                self.tile_size_ = tile_size
+                self.stride_ = stride
+                self.image_shape_ = image_shape
+                self.value_range_ = value_range
+                self.n_features_in_ = images.n_features
+                self.input_shape_ = (images.height, images.width, images.n_channels)
+                self._fit_offset_and_threshold(images)
         except BaseException:
             # Failed or interrupted (KeyboardInterrupt): no half-fitted state.
             self._reset_fitted()
@@ -431,8 +435,14 @@ class TiledDetector(
         """Image anomaly scores ``(n,)`` and (optionally) stitched maps ``(n, H, W)``.
 
         Tiles are scored in batches of the inner detector's ``batch_size``;
-        ``map_sink`` (``add(maps)``) receives each image's stitched map.
+        ``map_sink`` (``add(maps)``) receives each image's stitched map.  Run
+        as a Dask task, the pass stops at its next batch of tiles once the
+        task is cancelled.
         """
+        with stop_when_task_cancelled():
+            return self._score_tiles(images, with_maps, map_sink)
+
+    def _score_tiles(self, images, with_maps, map_sink):
         det = self.detector_
         t = self.tile_size_
         origins = self._origins(images, t, self.stride_)
@@ -458,6 +468,7 @@ class TiledDetector(
             if need_maps:
                 total.fill(0.0)
             for first in range(0, len(origins), chunk):
+                check_fit_cancelled()
                 part = origins[first : first + chunk]
                 tiles = reader.tiles(i, part)
                 if need_maps:

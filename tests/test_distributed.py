@@ -37,10 +37,12 @@ from skorch.callbacks import Callback  # noqa: E402
 from skorch.dataset import Dataset as SkorchDataset  # noqa: E402
 
 import tests.detectors as table  # noqa: E402
+from skanomaly import TiledDetector  # noqa: E402
 from skanomaly._training import (  # noqa: E402
     FitCancelled,
     check_fit_cancelled,
     stop_fit_when,
+    stop_when_task_cancelled,
 )
 from skanomaly.distributed import fit_per_group, score, worker_torch_threads  # noqa: E402
 from skanomaly.igd._net import GaussianEStep  # noqa: E402
@@ -408,6 +410,44 @@ def test_a_fit_in_any_dask_task_stops_once_the_task_is_cancelled(client, ctrl_c,
     assert _lines(log) >= 10  # the workers were training when Ctrl-C came
     client.cancel([Future(key, client) for key in list(client.futures)])
     _assert_stopped(client, log, 4 * 4 * 2000 // 10)
+
+
+class _LoopActor:
+    """A Dask actor whose method checks the stop flag for about a second."""
+
+    def run(self):
+        with stop_when_task_cancelled():
+            for _ in range(20):
+                check_fit_cancelled()
+                time.sleep(0.05)
+        return "done"
+
+
+def test_an_actor_method_is_not_taken_for_a_cancelled_task(client):
+    # An actor's method runs under a key that is no task of the worker's:
+    # its absence from the task table is no cancellation.
+    actor = client.submit(_LoopActor, actor=True).result()
+    assert actor.run().result() == "done"
+
+
+def test_tiled_scoring_in_a_cancelled_task_stops(client):
+    # 200 images of 16 tiles scored one tile at a time, 20 ms each: over a
+    # minute of work in chunks far shorter than the watcher's 0.25 s.
+    inner = _SlowIGD(**small("igd", image_size=16, batch_size=4).get_params())
+    X = np.tile(images(1), (2, 4, 4))
+    tiled = TiledDetector(inner, tile_size=SIZE).fit(X)
+    tiled.detector_.set_params(batch_size=1)
+    future = client.submit(tiled.score_samples, np.repeat(X[:1], 200, axis=0))
+    deadline = time.monotonic() + 30
+    while not sum(client.run(_executing).values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)
+    assert sum(client.run(_executing).values()) == 1
+    future.cancel()
+    deadline = time.monotonic() + 10
+    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
 
 
 def test_stop_flag_stops_a_fit_only_inside_its_context():

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import struct
+import threading
 import tracemalloc
 
 import joblib
@@ -425,6 +426,29 @@ def test_large_file_of_another_kind_refused_after_its_first_bytes(tmp_path, star
     finally:
         tracemalloc.stop()
     assert peak < 2**24
+
+
+def test_model_read_from_a_pipe_and_odd_files(saved, tmp_path):
+    det, path = saved("dfr")
+    blob = path.read_bytes()
+    # A pipe has no size: the model loads from it as from the file.
+    fifo = tmp_path / "model.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(blob,))
+    writer.start()
+    loaded = skanomaly.load(fifo)
+    writer.join()
+    X = np.random.default_rng(0).random((2, *det.input_shape_[:2]))
+    np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
+    # An endless device is refused from its first bytes.
+    with pytest.raises(ValueError, match="is not a skanomaly model file"):
+        skanomaly.load("/dev/zero")
+    # A complete file whose header length is beyond any model's: no "truncated" hint.
+    big = tmp_path / "big_header.skan"
+    big.write_bytes(struct.pack("<Q", 100_000_001) + b"{" + b" " * 64)
+    with pytest.raises(ValueError) as info:
+        skanomaly.load(big)
+    assert str(info.value) == f"{big} is not a skanomaly model file."
 
 
 class _Payload:
