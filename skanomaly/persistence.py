@@ -561,8 +561,9 @@ def load_detector(path):
     with open(path, "rb") as fh:
         # The header first: the rest is read only once it describes a model.
         # A pipe or a device has no size to bound the header by.
-        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
-        size = os.fstat(fh.fileno()).st_size if regular else math.inf
+        info = os.fstat(fh.fileno())
+        regular = stat.S_ISREG(info.st_mode)
+        size = info.st_size if regular else math.inf
         head = _read_start(fh, size)
         document = _read_header(path, head, size)
         if regular:

@@ -320,6 +320,21 @@ def _executing(dask_worker):
     return len(dask_worker.state.executing)
 
 
+def _assert_nothing_executing(client, timeout=10):
+    """Every worker's running tasks end within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
+
+
+def _wait_for_lines(log, n_lines, timeout=60):
+    """Wait until ``log`` has ``n_lines`` lines (or ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while _lines(log) < n_lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _wait_until_settled(log, timeout=15):
     """The log's line count once unchanged for 1.5 s (or after ``timeout`` s).
 
@@ -349,9 +364,7 @@ def _ctrl_c_once_logged(log, n_lines):
     main = threading.main_thread().ident
 
     def press():
-        deadline = time.monotonic() + 60
-        while _lines(log) < n_lines and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_lines(log, n_lines)
         signal.pthread_kill(main, signal.SIGINT)
 
     thread = threading.Thread(target=press, daemon=True)
@@ -365,10 +378,7 @@ def _assert_stopped(client, log, limit):
     count = _wait_until_settled(log)
     time.sleep(2)
     assert _lines(log) == count < limit
-    deadline = time.monotonic() + 10
-    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
+    _assert_nothing_executing(client)
 
 
 def test_fit_per_group_stops_a_running_fit_after_ctrl_c(client, ctrl_c, tmp_path):
@@ -388,9 +398,7 @@ def test_a_fit_in_any_dask_task_stops_once_the_task_is_cancelled(client, ctrl_c,
     # The user's own task: client.submit(detector.fit, X), then cancel().
     log = tmp_path / "submitted.log"
     future = client.submit(_long_igd(log).fit, images(8))
-    deadline = time.monotonic() + 60
-    while _lines(log) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for_lines(log, 5)
     assert _lines(log) >= 5
     future.cancel()
     _assert_stopped(client, log, 7 * 2000 // 10)
@@ -444,10 +452,7 @@ def test_tiled_scoring_in_a_cancelled_task_stops(client):
     time.sleep(1)
     assert sum(client.run(_executing).values()) == 1
     future.cancel()
-    deadline = time.monotonic() + 10
-    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
+    _assert_nothing_executing(client)
 
 
 def test_stop_flag_stops_a_fit_only_inside_its_context():
@@ -582,10 +587,7 @@ def test_score_stops_a_running_partition_after_ctrl_c(client, ctrl_c):
         score(detector, np.repeat(images(1), 3000, axis=0), client, partition_size=1500)
     watcher.join()
     # Both partitions stop at their next batch, long before their 30 s.
-    deadline = time.monotonic() + 10
-    while sum(client.run(_executing).values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.run(_executing) == dict.fromkeys(client.nthreads(), 0)
+    _assert_nothing_executing(client)
     assert time.monotonic() - started < 25
     assert _leftovers(client, before) == set()
 
